@@ -1,0 +1,156 @@
+"""Content-hash keys and the one disk store every cache uses.
+
+Entries are written to a temporary name and renamed (a reader never sees half a
+file), carry a sha256 of their payload that is checked on every read (a corrupt
+entry is deleted and reported as a miss), and are evicted least-recently-used
+when the store grows past its byte budget. Disk errors (full, read-only) never
+propagate: the store logs a warning and behaves as a miss, so the service keeps
+answering without its cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_MAGIC = b"W2LC1"
+_DIGEST = 32
+_KEY_RE = re.compile(r"^[0-9a-z_\-]{1,128}$")
+
+
+def content_key(*parts: bytes | str | dict | list | float | int | None) -> str:
+    """Hex sha256 over ``parts``, each length-prefixed so boundaries cannot collide."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, str):
+            data = part.encode()
+        elif isinstance(part, (bytes, bytearray, memoryview)):
+            data = bytes(part)
+        else:
+            data = json.dumps(part, sort_keys=True, default=str).encode()
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class DiskStore:
+    """A folder of checksummed entries with an LRU byte budget (``max_bytes`` 0 = unbounded)."""
+
+    def __init__(self, root: str | Path, max_bytes: int = 0, suffix: str = ".bin"):
+        self.root = Path(root)
+        self.max_bytes = max_bytes
+        self.suffix = suffix
+        self._lock = threading.Lock()
+        self.enabled = True
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._disable("create", exc)
+
+    def _disable(self, what: str, exc: OSError) -> None:
+        log.warning("disk cache %s: cannot %s (%s); continuing without it", self.root, what, exc)
+        self.enabled = False
+
+    def path(self, key: str) -> Path:
+        if not _KEY_RE.match(key):
+            raise ValueError(f"invalid cache key {key!r}")
+        return self.root / f"{key}{self.suffix}"
+
+    def get(self, key: str) -> bytes | None:
+        """The payload stored under ``key``, or None (missing, corrupt or unreadable)."""
+        path = self.path(key)
+        try:
+            blob = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("disk cache read %s failed: %s", path, exc)
+            return None
+        head = len(_MAGIC) + _DIGEST
+        payload = blob[head:]
+        if blob[: len(_MAGIC)] != _MAGIC or hashlib.sha256(payload).digest() != blob[len(_MAGIC) : head]:
+            log.warning("disk cache entry %s is corrupt; dropping it", path)
+            self.delete(key)
+            return None
+        try:
+            os.utime(path)  # recency for LRU eviction
+        except OSError:
+            pass
+        return payload
+
+    def put(self, key: str, payload: bytes) -> bool:
+        """Store ``payload``; False (and a warning) when the disk refuses."""
+        if not self.enabled:
+            return False
+        try:
+            atomic_write(self.path(key), _MAGIC + hashlib.sha256(payload).digest() + payload)
+        except OSError as exc:
+            log.warning("disk cache write %s failed (%s); entry not cached", key, exc)
+            return False
+        self._evict()
+        return True
+
+    def contains(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def delete(self, key: str) -> bool:
+        try:
+            self.path(key).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            log.warning("disk cache delete %s failed: %s", key, exc)
+            return False
+
+    def entries(self) -> list[tuple[str, int, float]]:
+        """(key, bytes, last use) of every entry, oldest use first."""
+        out = []
+        try:
+            for entry in os.scandir(self.root):
+                if entry.name.endswith(self.suffix) and not entry.name.startswith("."):
+                    st = entry.stat()
+                    out.append((entry.name[: -len(self.suffix)], st.st_size, st.st_mtime))
+        except OSError:
+            return []
+        return sorted(out, key=lambda e: e[2])
+
+    def _evict(self) -> None:
+        if not self.max_bytes:
+            return
+        with self._lock:
+            entries = self.entries()
+            total = sum(size for _, size, _ in entries)
+            for key, size, _ in entries:
+                if total <= self.max_bytes:
+                    break
+                if self.delete(key):
+                    total -= size
+                    log.info("disk cache evicted %s (%d bytes)", key, size)
+
