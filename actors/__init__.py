@@ -1,0 +1,1 @@
+"""Ray-side classes: thin deployments that hold state and call the engine."""

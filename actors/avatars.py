@@ -1,0 +1,85 @@
+"""``AvatarRegistry`` deployment: prepares each face once, shares it by reference.
+
+Face detection runs here, on a CPU replica, never on a GPU worker. Uploaded media is
+kept by content hash (its id); each preparation variant (pads, box, resize factor)
+is prepared on first use, stored on disk, and held in the object store, so workers
+fetch it by reference instead of receiving a copy with every chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from pathlib import Path
+
+from ray import serve
+
+from wav2lip.avatar import DEFAULT_AVATAR_ID, DEFAULT_AVATAR_PATH, avatar_key, prepare_avatar
+from wav2lip.errors import NotFound
+from wav2lip.options import AvatarOptions
+from wav2lip.storage import DiskStore
+
+from .cache import TieredCache
+
+
+def media_id(media: bytes) -> str:
+    return hashlib.sha256(media).hexdigest()
+
+
+@serve.deployment(name="AvatarRegistry", max_ongoing_requests=32)
+class AvatarRegistry:
+    def __init__(self, data_dir: str, memory_items: int):
+        root = Path(data_dir) / "avatars"
+        self.media = DiskStore(root, suffix=".media")
+        self.records = DiskStore(root, suffix=".json")
+        # Prepared avatars: object store LRU by count (~1 MB each for an image) over disk.
+        self.prepared = TieredCache(root, memory_items * 8 * 1024 * 1024, 0, suffix=".npz")
+        self._lock = asyncio.Lock()
+        self._default_media = DEFAULT_AVATAR_PATH.read_bytes()
+
+    def _media(self, avatar_id: str) -> bytes:
+        if avatar_id == DEFAULT_AVATAR_ID:
+            return self._default_media
+        data = self.media.get(avatar_id)
+        if data is None:
+            raise NotFound(f"avatar {avatar_id} does not exist (upload it with POST /v1/avatars)")
+        return data
+
+    async def variant(self, avatar_id: str, options: AvatarOptions) -> dict:
+        """``{"key", "ref": [ObjectRef to Avatar bytes], "summary"}`` for this id and settings."""
+        return await self._prepare(self._media(avatar_id), options)
+
+    async def register(self, media: bytes, options: AvatarOptions = AvatarOptions()) -> dict:
+        """Prepare uploaded media once (a face must be found) and keep it; same bytes, same id.
+
+        Returns the variant (as ``variant``) plus ``record``, the API's avatar record.
+        """
+        prepared = await self._prepare(media, options)
+        avatar_id = media_id(media)
+        if not self.media.contains(avatar_id):
+            self.media.put(avatar_id, media)
+        return {**prepared, "record": self._record(avatar_id, prepared["summary"])}
+
+    async def _prepare(self, media: bytes, options: AvatarOptions) -> dict:
+        key = avatar_key(media, options)
+        ref = self.prepared.get(key)
+        if ref is None:
+            async with self._lock:  # one preparation at a time; a second asker reuses it
+                ref = self.prepared.get(key)
+                if ref is None:
+                    avatar = await asyncio.to_thread(prepare_avatar, media, options, key)
+                    self.records.put(key, json.dumps(avatar.summary()).encode())
+                    ref = self.prepared.put(key, await asyncio.to_thread(avatar.to_bytes))
+        return {"key": key, "ref": [ref], "summary": json.loads(self.records.get(key) or b"{}")}
+
+    async def describe(self, avatar_id: str) -> dict:
+        return self._record(avatar_id, (await self.variant(avatar_id, AvatarOptions()))["summary"])
+
+    async def list(self) -> list[dict]:
+        ids = [DEFAULT_AVATAR_ID] + [key for key, _, _ in self.media.entries()]
+        return [await self.describe(i) for i in ids]
+
+    @staticmethod
+    def _record(avatar_id: str, summary: dict) -> dict:
+        return {**summary, "avatar_id": avatar_id}

@@ -1,0 +1,1 @@
+"""The HTTP and Python-handle front door of the lip-sync service (Ray Serve)."""

@@ -1,0 +1,59 @@
+"""The application builder: ``serve run serve_app.app:build_app`` or ``serve_config.yaml``."""
+
+from __future__ import annotations
+
+import ray
+from ray import serve
+from ray.serve import Application
+
+from actors.avatars import AvatarRegistry
+from actors.combiner import Combiner
+from actors.lipsync import LipSyncWorker
+from actors.results import ResultCache
+
+from .ingress import Ingress, add_upload_limit
+from .settings import Settings
+
+APP_NAME = "lipsync"
+
+
+def _cluster_gpus() -> float:
+    try:
+        return float(ray.cluster_resources().get("GPU", 0.0)) if ray.is_initialized() else 0.0
+    except Exception:  # no cluster reachable while building: assume none
+        return 0.0
+
+
+def build_app(args: dict | Settings | None = None) -> Application:
+    """Wire ingress -> worker pool + combiner + avatar registry + result cache from settings."""
+    settings = args if isinstance(args, Settings) else Settings(**(args or {}))
+    # Replicas may start in another working directory: hand them absolute paths.
+    settings = settings.model_copy(update={"checkpoint_dir": settings.checkpoint_dir.resolve(),
+                                           "data_dir": settings.data_dir.resolve()})  # fmt: skip
+    add_upload_limit(settings.max_upload_bytes)
+    gpus = settings.gpus_per_worker(_cluster_gpus())
+    small = {"num_cpus": settings.service_cpus}
+    scaling = (
+        {"autoscaling_config": {
+            "min_replicas": settings.workers, "initial_replicas": settings.workers, "max_replicas": settings.max_workers,
+            "target_ongoing_requests": settings.target_ongoing_per_worker,
+            "upscale_delay_s": settings.upscale_delay_s, "downscale_delay_s": settings.downscale_delay_s}}
+        if settings.max_workers > settings.workers else {"num_replicas": settings.workers}
+    )  # fmt: skip
+    worker = LipSyncWorker.options(
+        ray_actor_options={"num_cpus": settings.worker_cpus, "num_gpus": gpus},
+        max_ongoing_requests=settings.worker_max_ongoing,
+        **scaling,
+    ).bind(settings.render.options(settings.torch_threads()), str(settings.checkpoint_dir), settings.checkpoint_name,
+           settings.ffmpeg_binary, gpus)  # fmt: skip
+    combiner = Combiner.options(ray_actor_options=small).bind(settings.ffmpeg_binary)
+    avatars = AvatarRegistry.options(ray_actor_options=small).bind(str(settings.data_dir), settings.avatar_memory_items)
+    results = ResultCache.options(ray_actor_options=small).bind(
+        str(settings.data_dir), settings.result_memory_bytes, settings.result_disk_bytes
+    )
+    return Ingress.options(
+        ray_actor_options=small,
+        num_replicas=settings.ingress_replicas,
+        max_ongoing_requests=settings.max_pending_requests * 4,
+        max_queued_requests=settings.max_pending_requests * 4,
+    ).bind(settings, worker, combiner, avatars, results)

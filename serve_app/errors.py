@@ -1,0 +1,81 @@
+"""HTTP statuses for every error, in one table, and the JSON error body.
+
+Engine errors (``wav2lip.errors``) and the service's own are mapped here and only
+here; the most specific class wins, anything unknown is a 500 (our bug).
+"""
+
+from __future__ import annotations
+
+from wav2lip.errors import (
+    AudioDecodeError,
+    CheckpointError,
+    EmptyText,
+    EncodeError,
+    InputError,
+    InputTooLarge,
+    InvalidSettings,
+    MediaDecodeError,
+    NoFaceDetected,
+    NotFound,
+    RenderError,
+    UnsupportedMedia,
+    Wav2LipError,
+)
+
+
+class Overloaded(Wav2LipError):
+    """The service's queues are full; retry after ``retry_after_s``."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: int = 1):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class NotReady(Wav2LipError):
+    """The service is starting or has no worker replica."""
+
+    code = "not_ready"
+
+
+class RenderFailed(Wav2LipError):
+    """A chunk failed on every attempt; nothing was cached."""
+
+    code = "render_failed"
+
+
+#: The status table (also in the README). 500 only for our own bugs.
+STATUS: dict[type[Wav2LipError], int] = {
+    InputError: 400,
+    NotFound: 404,
+    InputTooLarge: 413,
+    UnsupportedMedia: 415,
+    InvalidSettings: 422,
+    AudioDecodeError: 422,
+    MediaDecodeError: 422,
+    NoFaceDetected: 422,
+    EmptyText: 422,
+    Overloaded: 503,
+    NotReady: 503,
+    RenderFailed: 502,
+    RenderError: 500,
+    EncodeError: 500,
+    CheckpointError: 500,
+}
+
+
+def status_for(exc: BaseException) -> int:
+    return next((STATUS[c] for c in type(exc).__mro__ if c in STATUS), 500)
+
+
+def error_code(exc: BaseException) -> str:
+    """The ``error`` field: the class's own code (engine classes are wrapped by Ray)."""
+    for cls in type(exc).__mro__:
+        if issubclass(cls, Wav2LipError) and "code" in cls.__dict__:
+            return cls.__dict__["code"]
+    return "internal_error"
+
+
+def error_body(code: str, message: str) -> dict:
+    return {"error": code, "message": message}

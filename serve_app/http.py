@@ -1,0 +1,115 @@
+"""HTTP plumbing at the edge: error bodies, the streaming upload limit, byte ranges."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from wav2lip.errors import InputTooLarge, Wav2LipError
+
+from .errors import Overloaded, error_body, error_code, status_for
+
+log = logging.getLogger("ray.serve")
+
+_HTTP_CODES = {400: "malformed_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+               413: "input_too_large", 415: "unsupported_media", 416: "range_not_satisfiable", 503: "not_ready"}  # fmt: skip
+
+
+class UploadTooLarge(InputTooLarge):
+    """The request body passed the upload limit while it was arriving."""
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves as ``{"error": code, "message": text}`` with the table's status."""
+
+    @app.exception_handler(Wav2LipError)
+    async def _engine_error(request: Request, exc: Wav2LipError):
+        status = status_for(exc)
+        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
+        if status >= 500:
+            log.error("request failed: %s", exc)
+        message = getattr(exc, "message", None) or str(exc)
+        return JSONResponse(error_body(error_code(exc), message), status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return JSONResponse(error_body("malformed_request", "the request body is not valid JSON"), status_code=400)
+        parts = []
+        for e in errors[:5]:
+            where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path"))
+            parts.append(f"{where or 'request'}: {e.get('msg', 'invalid')}")
+        return JSONResponse(error_body("invalid_settings", "; ".join(parts)), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception):
+        log.exception("unhandled error")
+        return JSONResponse(error_body("internal_error", f"internal error ({type(exc).__name__}); please report it"),
+                            status_code=500)  # fmt: skip
+
+
+class UploadLimit:
+    """ASGI middleware: refuse bodies over ``max_bytes`` by Content-Length, and while they arrive."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._refuse(send, int(declared))
+        seen = 0
+
+        async def counting_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise UploadTooLarge(f"the upload is over the limit of {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    async def _refuse(self, send, size: int):
+        body = json.dumps(error_body("input_too_large", f"the upload is {size} bytes; the limit is {self.max_bytes} bytes"))
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})  # fmt: skip
+        await send({"type": "http.response.body", "body": body.encode()})
+
+
+def ranged_response(data: bytes, range_header: str | None, media_type: str) -> Response:
+    """``data`` whole (200) or one ``bytes=a-b`` range of it (206), as browsers seek."""
+    size = len(data)
+    headers = {"Accept-Ranges": "bytes", "Cache-Control": "public, max-age=86400, immutable"}
+    if not range_header or not range_header.startswith("bytes=") or "," in range_header:
+        return Response(data, media_type=media_type, headers=headers)
+    first, _, last = range_header[6:].strip().partition("-")
+    try:
+        if first:
+            start, end = int(first), int(last) if last else size - 1
+        else:
+            start, end = max(0, size - int(last)), size - 1
+    except ValueError:
+        return Response(data, media_type=media_type, headers=headers)
+    end = min(end, size - 1)
+    if start > end or start >= size:
+        return JSONResponse(error_body("range_not_satisfiable", f"range {range_header} is outside 0-{size - 1}"),
+                            status_code=416, headers={"Content-Range": f"bytes */{size}"})  # fmt: skip
+    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    return Response(data[start : end + 1], status_code=206, media_type=media_type, headers=headers)

@@ -1,0 +1,132 @@
+"""The ingress deployment: FastAPI routes and Python-handle methods over ``VideoGenerator``.
+
+No ``from __future__ import annotations`` here: Serve and FastAPI read the route
+signatures at run time, and string annotations on the class methods do not resolve.
+"""
+
+
+import logging
+
+from fastapi import FastAPI, File, Form, Path, Request, UploadFile
+from pydantic import ValidationError
+from ray import serve
+from starlette.responses import JSONResponse
+
+from wav2lip.errors import InvalidSettings, UnsupportedMedia
+from wav2lip.ffmpeg import set_ffmpeg_binary
+from wav2lip.options import AvatarOptions
+
+from .errors import STATUS, NotReady
+from .generation import VideoGenerator
+from .http import UploadLimit, install_error_handlers, ranged_response
+from .schemas import AVATAR_ID_PATTERN, VIDEO_ID_PATTERN, AvatarRecord, ErrorBody, Health, VideoRequest, VideoResponse
+from .settings import Settings
+
+log = logging.getLogger("ray.serve")
+
+api = FastAPI(
+    title="Wav2Lip talking-head service",
+    version="1.0.0",
+    description="Text or audio in, a lip-synced MP4 of an avatar out. Errors are JSON {error, message}.",
+    responses={s: {"model": ErrorBody} for s in sorted(set(STATUS.values()) | {400, 422})},
+)
+install_error_handlers(api)
+
+#: Declared media types we accept for audio; anything else is refused (415) before decoding.
+_AUDIO_TYPES = ("audio/", "video/", "application/octet-stream", "application/ogg")
+
+
+def _request_from_form(**fields) -> VideoRequest:
+    try:
+        return VideoRequest(**{k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise InvalidSettings(f"{where}: {first.get('msg')}") from None
+
+
+async def _read_upload(upload: UploadFile | None, kinds: tuple[str, ...], what: str) -> bytes | None:
+    if upload is None:
+        return None
+    declared = (upload.content_type or "application/octet-stream").lower()
+    if not declared.startswith(kinds):
+        raise UnsupportedMedia(f"{what} has media type {declared}; send one of {', '.join(kinds)}")
+    return await upload.read()
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress(api)
+class Ingress:
+    def __init__(self, settings: Settings, worker, combiner, avatars, results):
+        set_ffmpeg_binary(settings.ffmpeg_binary)
+        self.settings = settings
+        self.avatars = avatars
+        self.generator = VideoGenerator(settings, worker, combiner, avatars, results)
+
+    # ---- Python handle API (same models as HTTP) -------------------------------------
+    async def generate(self, request: VideoRequest) -> VideoResponse:
+        """Render one request; ``video_bytes(video_id)`` reads the result."""
+        return await self.generator.generate(request)
+
+    async def video_bytes(self, video_id: str) -> bytes:
+        return await self.generator.video_bytes(video_id)
+
+    # ---- HTTP -----------------------------------------------------------------------
+    @api.post("/v1/videos", response_model=VideoResponse, summary="Render a lip-synced video")
+    async def create_video(
+        self,
+        audio: UploadFile | None = File(None, description="speech: wav, mp3, m4a, ogg, flac"),
+        avatar: UploadFile | None = File(None, description="face image or video, instead of avatar_id"),
+        avatar_id: str = Form("default", pattern=AVATAR_ID_PATTERN),
+        fps: float | None = Form(None, ge=1, le=60),
+        preset: str | None = Form(None),
+        chunk_duration: float | None = Form(None, gt=0, le=60),
+        enable_parallel: bool = Form(True),
+        pads: str | None = Form(None, description="top bottom left right, e.g. '0 10 0 0'"),
+        box: str | None = Form(None, description="y1 y2 x1 x2"),
+        nosmooth: bool = Form(False),
+        loop: str = Form("pingpong"),
+    ) -> VideoResponse:
+        audio_bytes = await _read_upload(audio, _AUDIO_TYPES, "the audio")
+        avatar_bytes = await _read_upload(avatar, ("image/", "video/", "application/octet-stream"), "the avatar")
+        request = _request_from_form(
+            audio=audio_bytes, avatar=avatar_bytes, avatar_id=avatar_id, fps=fps, preset=preset,
+            chunk_duration=chunk_duration, enable_parallel=enable_parallel, pads=pads, box=box, nosmooth=nosmooth,
+            loop=loop,
+        )  # fmt: skip
+        return await self.generator.generate(request)
+
+    @api.get("/v1/videos/{video_id}", response_class=JSONResponse, summary="Download a video (MP4, ranges)",
+             responses={200: {"content": {"video/mp4": {}}}, 206: {"content": {"video/mp4": {}}}})  # fmt: skip
+    async def get_video(self, request: Request, video_id: str = Path(pattern=VIDEO_ID_PATTERN)):
+        data = await self.generator.video_bytes(video_id)
+        return ranged_response(data, request.headers.get("range"), "video/mp4")
+
+    @api.post("/v1/avatars", response_model=AvatarRecord, summary="Register a face image or video")
+    async def create_avatar(self, avatar: UploadFile = File(..., description="face image or video")) -> AvatarRecord:
+        media = await _read_upload(avatar, ("image/", "video/", "application/octet-stream"), "the avatar")
+        result = await self.avatars.register.remote(media, AvatarOptions())
+        return AvatarRecord(**result["record"])
+
+    @api.get("/v1/avatars", response_model=list[AvatarRecord], summary="List avatars")
+    async def list_avatars(self) -> list[AvatarRecord]:
+        return [AvatarRecord(**r) for r in await self.avatars.list.remote()]
+
+    @api.get("/v1/avatars/{avatar_id}", response_model=AvatarRecord, summary="Describe one avatar")
+    async def get_avatar(self, avatar_id: str = Path(pattern=AVATAR_ID_PATTERN)) -> AvatarRecord:
+        return AvatarRecord(**await self.avatars.describe.remote(avatar_id))
+
+    @api.get("/healthz", response_model=Health, summary="Liveness and what renders")
+    async def healthz(self) -> Health:
+        try:
+            info = await self.generator.info()
+        except Exception as exc:  # no worker replica answering yet
+            raise NotReady(f"no lip-sync worker is ready: {type(exc).__name__}") from None
+        return Health(status="ok", model_loaded=True, renderer=info["renderer"], model_id=info["model_id"],
+                      device=info["device"], precision=info["precision"], workers=self.settings.workers)  # fmt: skip
+
+
+def add_upload_limit(max_bytes: int) -> None:
+    """Install the streaming upload limit (once per process, before serving)."""
+    if not any(m.cls is UploadLimit for m in api.user_middleware):
+        api.add_middleware(UploadLimit, max_bytes=max_bytes)

@@ -1,0 +1,115 @@
+"""Request and response models shared by the HTTP routes and the Python handles."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from wav2lip.options import PRESETS
+
+#: An avatar id is the sha256 of its media, or "default" (validated before any lookup).
+AVATAR_ID_PATTERN = r"^(default|[0-9a-f]{64})$"
+VIDEO_ID_PATTERN = r"^[0-9a-f]{64}$"
+
+
+def parse_quad(value) -> tuple[int, int, int, int] | None:
+    """Four integers from "a b c d", "a,b,c,d" or a list; None for empty."""
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, str):
+        parts = [p for p in re.split(r"[\s,]+", value.strip()) if p]
+    else:
+        parts = list(value)
+    try:
+        quad = tuple(int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ValueError("must be four integers separated by spaces or commas") from None
+    if len(quad) != 4:
+        raise ValueError(f"must be four integers, got {len(quad)}")
+    return quad
+
+
+class VideoRequest(BaseModel):
+    """One lip-sync render. Audio bytes (or text, with the TTS), plus an avatar."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    audio: bytes | None = Field(None, repr=False, description="speech file bytes (wav, mp3, m4a, ogg, flac)")
+    avatar_id: str = Field("default", pattern=AVATAR_ID_PATTERN)
+    avatar: bytes | None = Field(None, repr=False, description="face image or video bytes (instead of avatar_id)")
+    fps: float | None = Field(None, ge=1, le=60)
+    preset: str | None = Field(None, description=f"one of {sorted(PRESETS)}")
+    chunk_duration: float | None = Field(None, gt=0, le=60, description="seconds of output per parallel chunk")
+    enable_parallel: bool = True
+    pads: tuple[int, int, int, int] | None = Field(None, description="top bottom left right")
+    box: tuple[int, int, int, int] | None = Field(None, description="fixed face box y1 y2 x1 x2")
+    nosmooth: bool = False
+    loop: Literal["pingpong", "wrap"] = "pingpong"
+    lossless: bool = Field(False, description="FFV1/Matroska output (Python API only)")
+
+    @field_validator("pads", "box", mode="before")
+    @classmethod
+    def _quad(cls, value):
+        return parse_quad(value)
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, value):
+        if value is not None and value not in PRESETS:
+            raise ValueError(f"unknown preset {value!r}; choose one of {sorted(PRESETS)}")
+        return value
+
+
+class Stats(BaseModel):
+    """Processing statistics: every key of the old VBVA dict, plus ours."""
+
+    total_chunks: int
+    successful_chunks: int
+    failed_chunks: int
+    chunk_retries: int = 0
+    parallel_processing: bool
+    chunk_duration: float
+    total_processing_time: float
+    audio_generation_time: float = 0.0
+    video_generation_time: float
+    optimization_level: str
+    speed_multiplier: float
+    target_achieved: bool
+    real_time_factor: float
+    cache_hit: bool
+    renderer: str
+    stages: dict[str, float] = Field(default_factory=dict, description="seconds: decode, mel, render, encode, combine")
+
+
+class VideoResponse(BaseModel):
+    video_id: str
+    url: str
+    duration_s: float
+    stats: Stats
+
+
+class AvatarRecord(BaseModel):
+    avatar_id: str
+    frames: int
+    fps: float | None
+    width: int
+    height: int
+    face_box: list[int] = Field(description="y1 y2 x1 x2 of the first frame (official order)")
+    kind: Literal["image", "video"]
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="snake_case error code")
+    message: str = Field(description="what went wrong and how to fix it")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    model_loaded: bool
+    renderer: str
+    model_id: str
+    device: str
+    precision: str
+    workers: int

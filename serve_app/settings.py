@@ -1,0 +1,89 @@
+"""The service's one settings object: env vars (``W2L_*``) and Serve config ``args``.
+
+Values given to ``Settings(...)`` (the ``args:`` block of ``serve_config.yaml``, or a
+test) win over environment variables, which win over the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from wav2lip.options import DEFAULT_PRESET, PRESETS, RenderOptions
+
+
+class RenderSettings(BaseModel):
+    """How each lip-sync worker runs the model (becomes ``wav2lip.RenderOptions``)."""
+
+    device: str = "auto"  #: auto = CUDA when the replica was given a GPU, else CPU
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    batch_size: int = Field(0, ge=0, le=4096)  #: 0 = the engine's per-device default
+    threads: int = Field(0, ge=0, le=256)  #: torch threads per CPU worker; 0 = cores / workers
+
+    def options(self, threads: int) -> RenderOptions:
+        return RenderOptions(self.device, self.precision, self.batch_size, self.threads or threads)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="W2L_", env_nested_delimiter="__", extra="forbid")
+
+    # Model
+    checkpoint_dir: Path = Path("checkpoints")  #: official wav2lip_gan.pth / wav2lip.pth go here
+    checkpoint_name: str | None = None  #: force one file in checkpoint_dir (default: GAN first)
+    render: RenderSettings = RenderSettings()
+    ffmpeg_binary: str | None = None  #: a system ffmpeg instead of the imageio-ffmpeg one
+
+    # Lip-sync worker pool
+    workers: int = Field(1, ge=1, le=1024)  #: initial (and minimum) worker replicas
+    max_workers: int = Field(0, ge=0, le=1024)  #: autoscaling ceiling; 0 = no autoscaling
+    worker_gpus: float | None = Field(None, ge=0, le=8)  #: GPU share per worker; None = 0.25 when GPUs exist
+    worker_cpus: float = Field(0.5, gt=0, le=64)  #: logical CPUs reserved per worker
+    worker_max_ongoing: int = Field(2, ge=1, le=64)  #: one chunk rendering, one fetched and waiting
+    target_ongoing_per_worker: float = Field(1.0, gt=0)  #: autoscaling target
+    upscale_delay_s: float = Field(5.0, ge=0)
+    downscale_delay_s: float = Field(60.0, ge=0)
+    service_cpus: float = Field(0.1, gt=0, le=64)  #: logical CPUs of ingress, combiner, registry, cache
+
+    # Requests
+    chunk_duration_s: float = Field(3.0, gt=0, le=60)  #: seconds of output per chunk
+    single_chunk_below_s: float = Field(2.0, ge=0)  #: shorter outputs render as one chunk
+    max_chunks: int = Field(64, ge=1)
+    chunk_timeout_s: float = Field(300.0, gt=0)  #: a chunk taking longer is cancelled and retried
+    chunk_retries: int = Field(2, ge=0, le=10)  #: attempts after the first, on another replica when possible
+    default_preset: str = DEFAULT_PRESET
+    max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)
+    max_audio_s: float = Field(600.0, gt=0)
+    max_pending_requests: int = Field(16, ge=1)  #: renders admitted per ingress replica; more get 503
+    retry_after_s: int = Field(2, ge=1)
+    target_rtf: float | None = Field(None, gt=0)  #: target_achieved = time <= target_rtf x duration (None: 1.0)
+    ingress_replicas: int = Field(1, ge=1)
+    request_timeout_s: float = Field(600.0, gt=0)
+
+    # Caches
+    data_dir: Path = Path("data")  #: avatars/, results/ (a shared mount in a cluster)
+    result_memory_bytes: int = Field(256 * 1024 * 1024, ge=0)  #: object-store LRU budget
+    result_disk_bytes: int = Field(2 * 1024**3, ge=0)  #: disk LRU budget (0 = unbounded)
+    avatar_memory_items: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.default_preset not in PRESETS:
+            raise ValueError(f"default_preset must be one of {sorted(PRESETS)}")
+        if self.max_workers and self.max_workers < self.workers:
+            raise ValueError("max_workers must be 0 or at least workers")
+        return self
+
+    def gpus_per_worker(self, cluster_gpus: float) -> float:
+        if self.worker_gpus is not None:
+            return self.worker_gpus
+        return 0.25 if cluster_gpus > 0 else 0.0
+
+    def torch_threads(self) -> int:
+        """Threads per CPU worker so that threads x workers <= cores."""
+        if self.render.threads:
+            return self.render.threads
+        return max(1, (os.cpu_count() or 1) // max(1, self.workers))
