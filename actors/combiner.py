@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from ray import serve
 
-from wav2lip.encode import SEGMENT_SUFFIX, combine_segments
+from wav2lip.encode import combine_segments, segment_format
 from wav2lip.ffmpeg import set_ffmpeg_binary
 from wav2lip.options import EncodeOptions
 
@@ -30,7 +30,7 @@ class Combiner:
         with tempfile.TemporaryDirectory(prefix="w2l-combine-") as tmp:
             paths = []
             for i, data in enumerate(segments):
-                path = Path(tmp) / f"{i:05d}{SEGMENT_SUFFIX}"
+                path = Path(tmp) / f"{i:05d}{segment_format(enc)[1]}"
                 path.write_bytes(data)
                 paths.append(path)
             out = combine_segments(paths, samples, os.path.join(tmp, "out.mkv" if enc.lossless else "out.mp4"), enc)

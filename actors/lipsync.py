@@ -15,7 +15,7 @@ import ray
 from ray import serve
 
 from wav2lip.avatar import Avatar
-from wav2lip.encode import SEGMENT_SUFFIX
+from wav2lip.encode import segment_format
 from wav2lip.ffmpeg import set_ffmpeg_binary
 from wav2lip.options import EncodeOptions, RenderOptions
 from wav2lip.pipeline import load_generator, render_segment
@@ -100,7 +100,7 @@ class LipSyncWorker:
         seconds: dict[str, float] = {}
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="w2l-chunk-") as tmp:
-            path = os.path.join(tmp, f"chunk{SEGMENT_SUFFIX}")
+            path = os.path.join(tmp, f"chunk{segment_format(job.enc)[1]}")
             render_segment(self.renderer, avatar, mel, job.fps, job.start, job.stop, path, job.enc, job.loop, seconds)
             segment = Path(path).read_bytes()
         seconds["wall"] = time.perf_counter() - t0

@@ -11,7 +11,7 @@ from actors.combiner import Combiner
 from actors.lipsync import LipSyncWorker
 from actors.results import ResultCache
 
-from .ingress import Ingress, add_upload_limit
+from .ingress import Ingress
 from .settings import Settings
 
 APP_NAME = "lipsync"
@@ -30,7 +30,6 @@ def build_app(args: dict | Settings | None = None) -> Application:
     # Replicas may start in another working directory: hand them absolute paths.
     settings = settings.model_copy(update={"checkpoint_dir": settings.checkpoint_dir.resolve(),
                                            "data_dir": settings.data_dir.resolve()})  # fmt: skip
-    add_upload_limit(settings.max_upload_bytes)
     gpus = settings.gpus_per_worker(_cluster_gpus())
     small = {"num_cpus": settings.service_cpus}
     scaling = (

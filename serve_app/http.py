@@ -59,12 +59,23 @@ def install_error_handlers(app: FastAPI) -> None:
                             status_code=500)  # fmt: skip
 
 
-class UploadLimit:
-    """ASGI middleware: refuse bodies over ``max_bytes`` by Content-Length, and while they arrive."""
+class UploadLimitConfig:
+    """The byte budget the middleware reads on every request (set when a replica starts)."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app = app
+    def __init__(self, max_bytes: int = 50 * 1024 * 1024):
         self.max_bytes = max_bytes
+
+
+class UploadLimit:
+    """ASGI middleware: refuse bodies over the limit by Content-Length, and while they arrive."""
+
+    def __init__(self, app, config: UploadLimitConfig):
+        self.app = app
+        self.config = config
+
+    @property
+    def max_bytes(self) -> int:
+        return self.config.max_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":

@@ -18,7 +18,7 @@ from wav2lip.options import AvatarOptions
 
 from .errors import STATUS, NotReady
 from .generation import VideoGenerator
-from .http import UploadLimit, install_error_handlers, ranged_response
+from .http import UploadLimit, UploadLimitConfig, install_error_handlers, ranged_response
 from .schemas import AVATAR_ID_PATTERN, VIDEO_ID_PATTERN, AvatarRecord, ErrorBody, Health, VideoRequest, VideoResponse
 from .settings import Settings
 
@@ -31,6 +31,10 @@ api = FastAPI(
     responses={s: {"model": ErrorBody} for s in sorted(set(STATUS.values()) | {400, 422})},
 )
 install_error_handlers(api)
+#: The streaming upload limit; added at import (Starlette freezes middleware once serving),
+#: its byte budget set from the settings when the replica starts.
+upload_limit = UploadLimitConfig()
+api.add_middleware(UploadLimit, config=upload_limit)
 
 #: Declared media types we accept for audio; anything else is refused (415) before decoding.
 _AUDIO_TYPES = ("audio/", "video/", "application/octet-stream", "application/ogg")
@@ -59,6 +63,7 @@ async def _read_upload(upload: UploadFile | None, kinds: tuple[str, ...], what: 
 class Ingress:
     def __init__(self, settings: Settings, worker, combiner, avatars, results):
         set_ffmpeg_binary(settings.ffmpeg_binary)
+        upload_limit.max_bytes = settings.max_upload_bytes
         self.settings = settings
         self.avatars = avatars
         self.generator = VideoGenerator(settings, worker, combiner, avatars, results)
@@ -124,9 +129,3 @@ class Ingress:
             raise NotReady(f"no lip-sync worker is ready: {type(exc).__name__}") from None
         return Health(status="ok", model_loaded=True, renderer=info["renderer"], model_id=info["model_id"],
                       device=info["device"], precision=info["precision"], workers=self.settings.workers)  # fmt: skip
-
-
-def add_upload_limit(max_bytes: int) -> None:
-    """Install the streaming upload limit (once per process, before serving)."""
-    if not any(m.cls is UploadLimit for m in api.user_middleware):
-        api.add_middleware(UploadLimit, max_bytes=max_bytes)

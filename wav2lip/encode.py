@@ -1,9 +1,11 @@
 """Frames -> video segments -> one MP4 (or lossless MKV), all through the ffmpeg binary.
 
-A segment is raw BGR frames piped into ffmpeg's stdin and written as H.264 (or FFV1)
-in a NUT container, whose time base is exactly 1/fps, so frame times are exact at any
-rate. Every H.264 segment starts on an IDR frame and has no B-frames, so segments
-join by stream copy (the concat demuxer) with no dropped or duplicated frame.
+A segment is raw BGR frames piped into ffmpeg's stdin and written as H.264 in MPEG-TS
+(90 kHz clock: frame times exact at 25, 12 or 29.97 fps, and each packet's duration
+survives the join; NUT lost the last frame's duration at every join in our test) or,
+lossless, FFV1 in Matroska. Every H.264 segment starts on an IDR frame and has no
+B-frames, so segments join by stream copy (the concat demuxer) with no dropped or
+duplicated frame.
 The audio is encoded once, at the join, and the MP4 gets faststart.
 """
 
@@ -22,7 +24,12 @@ from .ffmpeg import base_args, input_args, run_ffmpeg, stderr_tail
 from .hparams import SAMPLE_RATE
 from .options import EncodeOptions
 
-SEGMENT_SUFFIX = ".nut"
+
+
+def segment_format(enc: EncodeOptions) -> tuple[str, str]:
+    """(ffmpeg muxer, file suffix) of one segment."""
+    return ("matroska", ".mkv") if enc.lossless else ("mpegts", ".ts")
+
 _MUX_TIMEOUT_S = 600
 
 
@@ -50,7 +57,7 @@ class SegmentEncoder:
         self.frames_written = 0
         args = base_args() + [
             "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}", "-r", fps_arg(fps),
-            "-i", "pipe:0", *_video_codec_args(enc), "-an", "-f", "nut", str(self.path),
+            "-i", "pipe:0", *_video_codec_args(enc), "-an", "-f", segment_format(enc)[0], str(self.path),
         ]  # fmt: skip
         self._err = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._err)
@@ -128,7 +135,7 @@ def combine_segments(segments: list[str | Path], samples: np.ndarray, out_path: 
             fh.write(_concat_list([Path(s) for s in segments]))
         partial = out_path.with_name(f".{out_path.name}.partial")
         args = [
-            "-f", "concat", "-safe", "0", *input_args(listing)[0:], 
+            "-f", "concat", "-safe", "0", *input_args(listing),
             *["-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:0"],
             "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *audio_codec, *container, str(partial),
         ]  # fmt: skip

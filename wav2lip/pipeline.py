@@ -20,7 +20,7 @@ import torch
 from .audio import frame_count, load_audio, melspectrogram
 from .avatar import DEFAULT_AVATAR_PATH, Avatar, prepare_avatar
 from .checkpoint import find_checkpoint, load_checkpoint
-from .encode import SEGMENT_SUFFIX, SegmentEncoder, combine_segments
+from .encode import SegmentEncoder, combine_segments, segment_format
 from .hparams import SAMPLE_RATE
 from .options import AvatarOptions, EncodeOptions, RenderOptions
 from .render import Renderer
@@ -141,7 +141,7 @@ def lip_sync(
 
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="w2l-render-", dir=out.parent if out.parent.exists() else None) as tmp:
-        segment = Path(tmp) / f"segment{SEGMENT_SUFFIX}"
+        segment = Path(tmp) / f"segment{segment_format(enc)[1]}"
         t = time.perf_counter()
         render_segment(renderer, face, mel, rate, 0, n_frames, segment, enc, loop, seconds, tick)
         seconds["render_wall"] = time.perf_counter() - t
