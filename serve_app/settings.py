@@ -20,7 +20,7 @@ class RenderSettings(BaseModel):
     """How each lip-sync worker runs the model (becomes ``wav2lip.RenderOptions``)."""
 
     device: str = "auto"  #: auto = CUDA when the replica was given a GPU, else CPU
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  #: auto = fastest; fp32 = exact
     batch_size: int = Field(0, ge=0, le=4096)  #: 0 = the engine's per-device default
     threads: int = Field(0, ge=0, le=256)  #: torch threads per CPU worker; 0 = cores / workers
 
@@ -44,30 +44,29 @@ class Settings(BaseSettings):
     worker_cpus: float = Field(0.5, gt=0, le=64)  #: logical CPUs reserved per worker
     worker_max_ongoing: int = Field(2, ge=1, le=64)  #: one chunk rendering, one fetched and waiting
     target_ongoing_per_worker: float = Field(1.0, gt=0)  #: autoscaling target
-    upscale_delay_s: float = Field(5.0, ge=0)
-    downscale_delay_s: float = Field(60.0, ge=0)
+    upscale_delay_s: float = Field(5.0, ge=0)  #: sustained load before adding a worker
+    downscale_delay_s: float = Field(60.0, ge=0)  #: idle time before removing one
     service_cpus: float = Field(0.1, gt=0, le=64)  #: logical CPUs of ingress, combiner, registry, cache
 
     # Requests
     chunk_duration_s: float = Field(3.0, gt=0, le=60)  #: seconds of output per chunk
     single_chunk_below_s: float = Field(2.0, ge=0)  #: shorter outputs render as one chunk
-    max_chunks: int = Field(64, ge=1)
+    max_chunks: int = Field(64, ge=1)  #: ceiling on chunks per request
     chunk_timeout_s: float = Field(300.0, gt=0)  #: a chunk taking longer is cancelled and retried
     chunk_retries: int = Field(2, ge=0, le=10)  #: attempts after the first, on another replica when possible
-    default_preset: str = DEFAULT_PRESET
-    max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)
-    max_audio_s: float = Field(600.0, gt=0)
+    default_preset: str = DEFAULT_PRESET  #: ultra_fast, balanced or quality
+    max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)  #: request body limit, enforced while it arrives
+    max_audio_s: float = Field(600.0, gt=0)  #: longer audio gets 413
     max_pending_requests: int = Field(16, ge=1)  #: renders admitted per ingress replica; more get 503
-    retry_after_s: int = Field(2, ge=1)
+    retry_after_s: int = Field(2, ge=1)  #: Retry-After of a 503
     target_rtf: float | None = Field(None, gt=0)  #: target_achieved = time <= target_rtf x duration (None: 1.0)
-    ingress_replicas: int = Field(1, ge=1)
-    request_timeout_s: float = Field(600.0, gt=0)
+    ingress_replicas: int = Field(1, ge=1)  #: HTTP front-door replicas
 
     # Caches
     data_dir: Path = Path("data")  #: avatars/, results/ (a shared mount in a cluster)
     result_memory_bytes: int = Field(256 * 1024 * 1024, ge=0)  #: object-store LRU budget
     result_disk_bytes: int = Field(2 * 1024**3, ge=0)  #: disk LRU budget (0 = unbounded)
-    avatar_memory_items: int = Field(32, ge=1)
+    avatar_memory_items: int = Field(32, ge=1)  #: prepared avatars held in the object store
 
     @model_validator(mode="after")
     def _check(self):
