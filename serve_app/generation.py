@@ -123,6 +123,7 @@ class VideoGenerator:
         total = time.perf_counter() - t_start + tts_s
         stats = self._stats(len(chunks), retries, req.enable_parallel, chunk_s, total, tts_s, video_s, enc.name,
                             duration_s, False, info["renderer"], stages)  # fmt: skip
+        stats.nodes = record["nodes"]
         log.info("request %s: %d frames in %d chunks, %.2f s (rtf %.2f)", request_id, n_frames, len(chunks), total,
                  stats.real_time_factor)  # fmt: skip
         return VideoResponse(video_id=key, url=f"/v1/videos/{key}", duration_s=duration_s, stats=stats)

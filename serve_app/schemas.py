@@ -81,6 +81,7 @@ class Stats(BaseModel):
     cache_hit: bool
     renderer: str
     stages: dict[str, float] = Field(default_factory=dict, description="seconds: decode, mel, render, encode, combine")
+    nodes: list[str] = Field(default_factory=list, description="Ray node ids whose workers rendered the chunks")
 
 
 class VideoResponse(BaseModel):
