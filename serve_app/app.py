@@ -10,7 +10,9 @@ from actors.avatars import AvatarRegistry
 from actors.combiner import Combiner
 from actors.lipsync import LipSyncWorker
 from actors.results import ResultCache
+from actors.tts import TTSWorker
 
+from .agents import load_personas
 from .ingress import Ingress
 from .settings import Settings
 
@@ -29,7 +31,9 @@ def build_app(args: dict | Settings | None = None) -> Application:
     settings = args if isinstance(args, Settings) else Settings(**(args or {}))
     # Replicas may start in another working directory: hand them absolute paths.
     settings = settings.model_copy(update={"checkpoint_dir": settings.checkpoint_dir.resolve(),
-                                           "data_dir": settings.data_dir.resolve()})  # fmt: skip
+                                           "data_dir": settings.data_dir.resolve(),
+                                           "agents_file": settings.agents_file.resolve()})  # fmt: skip
+    load_personas(settings.agents_file)  # a broken personas file fails the deploy, not a request
     gpus = settings.gpus_per_worker(_cluster_gpus())
     small = {"num_cpus": settings.service_cpus}
     scaling = (
@@ -50,9 +54,16 @@ def build_app(args: dict | Settings | None = None) -> Application:
     results = ResultCache.options(ray_actor_options=small).bind(
         str(settings.data_dir), settings.result_memory_bytes, settings.result_disk_bytes
     )
+    tts_scaling = (
+        {"autoscaling_config": {"min_replicas": settings.tts_replicas, "max_replicas": settings.max_tts_replicas}}
+        if settings.max_tts_replicas > settings.tts_replicas else {"num_replicas": settings.tts_replicas}
+    )
+    tts = TTSWorker.options(ray_actor_options={"num_cpus": settings.tts_cpus}, **tts_scaling).bind(
+        str(settings.data_dir), settings.speech_memory_bytes, settings.speech_disk_bytes, settings.tts_max_chars
+    )
     return Ingress.options(
         ray_actor_options=small,
         num_replicas=settings.ingress_replicas,
         max_ongoing_requests=settings.max_pending_requests * 4,
         max_queued_requests=settings.max_pending_requests * 4,
-    ).bind(settings, worker, combiner, avatars, results)
+    ).bind(settings, worker, combiner, avatars, results, tts)

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import ray
@@ -18,12 +18,13 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 
 from actors.lipsync import ChunkJob, ChunkResult
-from wav2lip.audio import frame_count, load_audio, melspectrogram
+from wav2lip.audio import frame_count, load_audio, melspectrogram, official_frame_count
 from wav2lip.errors import InputError, NotFound
-from wav2lip.hparams import SAMPLE_RATE
-from wav2lip.options import AvatarOptions, preset
+from wav2lip.hparams import HOP_LENGTH, MEL_STEP, N_FFT
+from wav2lip.options import AvatarOptions, EncodeOptions, preset
 from wav2lip.storage import content_key
 
+from .agents import Personas
 from .errors import Overloaded, RenderFailed
 from .planner import plan_chunks
 from .schemas import Stats, VideoRequest, VideoResponse
@@ -33,13 +34,49 @@ log = logging.getLogger("ray.serve")
 _RESULT_VERSION = 1  #: bump when the output for the same inputs changes
 
 
+@dataclass
+class _Render:
+    """One request's render in progress: its settings and the chunks dispatched so far."""
+
+    req: VideoRequest
+    enc: EncodeOptions
+    variant: dict
+    fps: float
+    info: dict
+    chunk_s: float
+    t_start: float
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    stages: dict = field(default_factory=dict)
+    tasks: list = field(default_factory=list)
+    first_chunk_s: float | None = None
+
+    def cancel(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+
+    def dispatch(self, gen: VideoGenerator, mel: np.ndarray, start: int, stop: int) -> None:
+        """Send frames [start, stop) as chunks; ``mel`` must hold their final windows."""
+        if stop <= start:
+            return
+        mel_ref = [ray.put(mel)]
+        settings = gen.settings
+        chunks = plan_chunks(stop - start, self.fps, self.chunk_s, self.req.enable_parallel,
+                             settings.single_chunk_below_s, settings.max_chunks)  # fmt: skip
+        for a, b in chunks:
+            job = ChunkJob(self.request_id, len(self.tasks), start + a, start + b, self.fps, self.req.loop, self.enc,
+                           self.variant["key"], self.variant["ref"], mel_ref)  # fmt: skip
+            self.tasks.append(asyncio.ensure_future(gen._render_with_retries(job, self)))
+
+
 class VideoGenerator:
-    def __init__(self, settings: Settings, worker, combiner, avatars, results):
+    def __init__(self, settings: Settings, worker, combiner, avatars, results, tts, personas: Personas):
         self.settings = settings
         self.worker = worker
         self.combiner = combiner
         self.avatars = avatars
         self.results = results
+        self.tts = tts
+        self.personas = personas
         self.worker_info: dict | None = None
         self._pending = 0
 
@@ -48,8 +85,8 @@ class VideoGenerator:
             self.worker_info = await self.worker.info.remote()
         return self.worker_info
 
-    async def generate(self, req: VideoRequest, audio: np.ndarray | None = None, tts_s: float = 0.0) -> VideoResponse:
-        """Render ``req`` (or answer from the cache). ``audio``: samples already made (TTS)."""
+    async def generate(self, req: VideoRequest) -> VideoResponse:
+        """Render ``req`` (or answer from the cache)."""
         if self._pending >= self.settings.max_pending_requests:
             raise Overloaded(
                 f"{self._pending} renders in progress on this replica; retry in {self.settings.retry_after_s} s",
@@ -57,85 +94,133 @@ class VideoGenerator:
             )
         self._pending += 1
         try:
-            return await self._generate(req, audio, tts_s)
+            return await self._generate(req)
         finally:
             self._pending -= 1
 
-    async def _generate(self, req: VideoRequest, samples: np.ndarray | None, tts_s: float) -> VideoResponse:
+    async def _generate(self, req: VideoRequest) -> VideoResponse:
         t_start = time.perf_counter()
-        stages: dict[str, float] = {}
-        enc = preset(req.preset or self.settings.default_preset, lossless=req.lossless or None)
-        avatar_opts = AvatarOptions(
-            pads=req.pads or AvatarOptions().pads, box=req.box, smooth=not req.nosmooth, resize_factor=enc.resize_factor
-        )
-        if samples is None:
-            if not req.audio:
-                raise InputError("send an audio file (field 'audio') or text")
+        if req.text is not None and req.audio is not None:
+            raise InputError("send either an audio file or text, not both")
+        if req.text is None and not req.audio:
+            raise InputError("send an audio file (field 'audio') or text (field 'text')")
+        persona = self.personas.get(req.agent_type) if req.text is not None or req.agent_type else None
+        if persona is not None:
+            updates = {"preset": req.preset or persona.preset}
+            if req.avatar is None and req.avatar_id == "default":
+                updates["avatar_id"] = persona.avatar
+            req = req.model_copy(update=updates)
+        render = await self._start(req, t_start)
+        if req.text is None:
             t = time.perf_counter()
             samples = await asyncio.to_thread(load_audio, req.audio, self.settings.max_audio_s)
-            stages["decode"] = time.perf_counter() - t
+            render.stages["decode"] = time.perf_counter() - t
+            return await self._render_audio(render, samples)
+        voice, rate = req.voice or persona.voice, req.rate or persona.rate
+        t = time.perf_counter()
+        if self.settings.pipeline_tts and req.enable_parallel and not await self.tts.is_cached.remote(req.text, voice, rate):
+            return await self._render_streaming_text(render, voice, rate)
+        speech = await self.tts.speech.remote(req.text, voice, rate)
+        samples = np.frombuffer(await speech["ref"][0], np.float32)
+        render.stages["tts"] = time.perf_counter() - t
+        return await self._render_audio(render, samples)
+
+    async def _start(self, req: VideoRequest, t_start: float) -> _Render:
+        enc = preset(req.preset or self.settings.default_preset, lossless=req.lossless or None)
+        opts = AvatarOptions(pads=req.pads or AvatarOptions().pads, box=req.box, smooth=not req.nosmooth,
+                             resize_factor=enc.resize_factor)  # fmt: skip
         if req.avatar is not None:
-            variant = await self.avatars.register.remote(req.avatar, avatar_opts)
+            variant = await self.avatars.register.remote(req.avatar, opts)
         else:
-            variant = await self.avatars.variant.remote(req.avatar_id, avatar_opts)
+            variant = await self.avatars.variant.remote(req.avatar_id, opts)
         summary = variant["summary"]
-        fps = output_fps_from_summary(summary, enc.fps, req.fps)
-        info = await self.info()
-        key = content_key(
-            "video", _RESULT_VERSION, variant["key"], samples.tobytes(), info["model_id"], info["renderer"],
-            info["precision"], fps, req.loop, asdict(enc),
+        fps = float(req.fps or summary.get("fps") or enc.fps)  # explicit, else the video's, else the preset's
+        return _Render(req, enc, variant, fps, await self.info(), req.chunk_duration or self.settings.chunk_duration_s,
+                       t_start)  # fmt: skip
+
+    def _key(self, r: _Render, samples: np.ndarray) -> str:
+        return content_key(
+            "video", _RESULT_VERSION, r.variant["key"], samples.tobytes(), r.info["model_id"], r.info["renderer"],
+            r.info["precision"], r.fps, r.req.loop, asdict(r.enc),
         )  # fmt: skip
-        n_frames = frame_count(len(samples), fps)
-        duration_s = n_frames / fps
-        chunk_s = req.chunk_duration or self.settings.chunk_duration_s
+
+    async def _render_audio(self, r: _Render, samples: np.ndarray) -> VideoResponse:
+        key = self._key(r, samples)
         cached = await self.results.get.remote(key)
         if cached is not None:
-            total = time.perf_counter() - t_start + tts_s
-            stats = self._stats(cached["record"]["chunks"], 0, req.enable_parallel, chunk_s, total, tts_s, 0.0,
-                                enc.name, duration_s, True, info["renderer"], stages)  # fmt: skip
-            return VideoResponse(video_id=key, url=f"/v1/videos/{key}", duration_s=duration_s, stats=stats)
-
+            return self._response(r, key, samples, cached["record"]["chunks"], 0, True)
         t = time.perf_counter()
         mel = melspectrogram(samples)
-        stages["mel"] = time.perf_counter() - t
-        chunks = plan_chunks(n_frames, fps, chunk_s, req.enable_parallel, self.settings.single_chunk_below_s,
-                             self.settings.max_chunks)  # fmt: skip
-        request_id = uuid.uuid4().hex[:12]
-        mel_ref, samples_ref = ray.put(mel), ray.put(samples)
-        t_video = time.perf_counter()
-        jobs = [
-            ChunkJob(request_id, i, a, b, fps, req.loop, enc, variant["key"], variant["ref"], [mel_ref])
-            for i, (a, b) in enumerate(chunks)
-        ]
-        outcomes = await asyncio.gather(*(self._render_with_retries(job) for job in jobs))
-        results = [r for r, _ in outcomes]
-        retries = sum(n for _, n in outcomes)
-        stages["render"] = max(r.seconds.get("wall", 0.0) for r in results)
-        stages["model"] = sum(r.seconds.get("model", 0.0) for r in results)
-        stages["encode"] = sum(r.seconds.get("encode", 0.0) for r in results)
-        t = time.perf_counter()
-        video = await self.combiner.combine.remote([r.segment for r in results], [samples_ref], enc)
-        stages["combine"] = time.perf_counter() - t
-        video_s = time.perf_counter() - t_video
-        record = {"chunks": len(chunks), "duration_s": duration_s, "fps": fps, "renderer": info["renderer"],
-                  "nodes": sorted({r.node_id for r in results}), "replicas": sorted({r.replica for r in results})}  # fmt: skip
-        await self.results.put.remote(key, video, record)
-        total = time.perf_counter() - t_start + tts_s
-        stats = self._stats(len(chunks), retries, req.enable_parallel, chunk_s, total, tts_s, video_s, enc.name,
-                            duration_s, False, info["renderer"], stages)  # fmt: skip
-        stats.nodes = record["nodes"]
-        log.info("request %s: %d frames in %d chunks, %.2f s (rtf %.2f)", request_id, n_frames, len(chunks), total,
-                 stats.real_time_factor)  # fmt: skip
-        return VideoResponse(video_id=key, url=f"/v1/videos/{key}", duration_s=duration_s, stats=stats)
+        r.stages["mel"] = time.perf_counter() - t
+        r.dispatch(self, mel, 0, frame_count(len(samples), r.fps))
+        return await self._finish(r, key, samples)
 
-    async def _render_with_retries(self, job: ChunkJob) -> tuple[ChunkResult, int]:
+    async def _render_streaming_text(self, r: _Render, voice: str, rate: float) -> VideoResponse:
+        """Speech arrives per sentence; frames whose mel windows are final are rendered at once.
+
+        A mel column is final once every sample it sees (n_fft/2 either side) is known, so
+        a frame whose 16-column window lies in final columns renders exactly as it would
+        from the whole audio. Only frames near the end of the speech known so far (and the
+        official tail) wait for the next sentence: the result equals the unpipelined one.
+        """
+        t_tts = time.perf_counter()
+        parts: list[np.ndarray] = []
+        known = 0
+        sent = 0
+        chunk_frames = max(1, round(r.chunk_s * r.fps))
+        try:
+            async for part in self.tts.options(stream=True).stream.remote(r.req.text, voice, rate):
+                parts.append(part)
+                known += len(part)
+                final_cols = (known - N_FFT // 2) // HOP_LENGTH + 1
+                safe = official_frame_count(final_cols, r.fps) - 1 if final_cols >= MEL_STEP else 0
+                ready = sent + (safe - sent) // chunk_frames * chunk_frames
+                if ready > sent:
+                    r.dispatch(self, melspectrogram(np.concatenate(parts)), sent, ready)
+                    sent = ready
+        except BaseException:
+            r.cancel()
+            raise
+        r.stages["tts"] = time.perf_counter() - t_tts
+        samples = np.concatenate(parts)
+        t = time.perf_counter()
+        mel = melspectrogram(samples)
+        r.stages["mel"] = time.perf_counter() - t
+        r.dispatch(self, mel, sent, frame_count(len(samples), r.fps))
+        return await self._finish(r, self._key(r, samples), samples)
+
+    async def _finish(self, r: _Render, key: str, samples: np.ndarray) -> VideoResponse:
+        t_video = time.perf_counter()
+        try:
+            outcomes = await asyncio.gather(*r.tasks)
+        except BaseException:
+            r.cancel()
+            raise
+        results = [res for res, _ in outcomes]
+        retries = sum(n for _, n in outcomes)
+        r.stages["render"] = time.perf_counter() - t_video
+        r.stages["model"] = sum(res.seconds.get("model", 0.0) for res in results)
+        r.stages["encode"] = sum(res.seconds.get("encode", 0.0) for res in results)
+        t = time.perf_counter()
+        video = await self.combiner.combine.remote([res.segment for res in results], [ray.put(samples)], r.enc)
+        r.stages["combine"] = time.perf_counter() - t
+        if r.first_chunk_s is not None:
+            r.stages["first_chunk"] = r.first_chunk_s
+        nodes = sorted({res.node_id for res in results})
+        await self.results.put.remote(key, video, {"chunks": len(results), "nodes": nodes})
+        response = self._response(r, key, samples, len(results), retries, False, nodes)
+        log.info("request %s: %d chunks, %.2f s (rtf %.2f)", r.request_id, len(results),
+                 response.stats.total_processing_time, response.stats.real_time_factor)  # fmt: skip
+        return response
+
+    async def _render_with_retries(self, job: ChunkJob, r: _Render) -> tuple[ChunkResult, int]:
         """A chunk's result and how many retries it took; input errors are not retried."""
         attempts = self.settings.chunk_retries + 1
         last: BaseException | None = None
         for attempt in range(attempts):
             response = self.worker.render_chunk.remote(job)
             try:
-                return await asyncio.wait_for(response, self.settings.chunk_timeout_s), attempt
+                result = await asyncio.wait_for(response, self.settings.chunk_timeout_s)
             except InputError:
                 raise
             except BackPressureError:
@@ -148,29 +233,31 @@ class VideoGenerator:
             except (RayActorError, RayTaskError, RuntimeError) as exc:
                 last = exc
                 log.warning("chunk %s/%d failed (attempt %d): %s", job.request_id, job.index, attempt + 1, exc)
+            else:
+                if r.first_chunk_s is None:
+                    r.first_chunk_s = time.perf_counter() - r.t_start
+                return result, attempt
         raise RenderFailed(f"chunk {job.index} failed after {attempts} attempts: {str(last)[:300]}")
 
-    def _stats(self, chunks, retries, parallel, chunk_s, total, tts_s, video_s, preset_name, duration_s, hit,
-               renderer, stages) -> Stats:  # fmt: skip
+    def _response(self, r: _Render, key: str, samples: np.ndarray, chunks: int, retries: int, hit: bool,
+                  nodes: list[str] | None = None) -> VideoResponse:  # fmt: skip
+        duration_s = frame_count(len(samples), r.fps) / r.fps
+        total = time.perf_counter() - r.t_start
+        video_s = r.stages.get("render", 0.0) + r.stages.get("combine", 0.0)
         target = (self.settings.target_rtf or 1.0) * duration_s
-        return Stats(
+        stats = Stats(
             total_chunks=chunks, successful_chunks=chunks, failed_chunks=0, chunk_retries=retries,
-            parallel_processing=parallel and chunks > 1, chunk_duration=chunk_s, total_processing_time=round(total, 4),
-            audio_generation_time=round(tts_s, 4), video_generation_time=round(video_s, 4),
-            optimization_level=preset_name, speed_multiplier=round(duration_s / max(total, 1e-9), 3),
-            target_achieved=total <= target, real_time_factor=round(total / duration_s, 4), cache_hit=hit,
-            renderer=renderer, stages={k: round(v, 4) for k, v in stages.items()},
+            parallel_processing=r.req.enable_parallel and chunks > 1, chunk_duration=r.chunk_s,
+            total_processing_time=round(total, 4), audio_generation_time=round(r.stages.get("tts", 0.0), 4),
+            video_generation_time=round(video_s, 4), optimization_level=r.enc.name,
+            speed_multiplier=round(duration_s / max(total, 1e-9), 3), target_achieved=total <= target,
+            real_time_factor=round(total / duration_s, 4), cache_hit=hit, renderer=r.info["renderer"],
+            stages={k: round(v, 4) for k, v in r.stages.items()}, nodes=nodes or [],
         )  # fmt: skip
+        return VideoResponse(video_id=key, url=f"/v1/videos/{key}", duration_s=duration_s, stats=stats)
 
     async def video_bytes(self, video_id: str) -> bytes:
         cached = await self.results.get.remote(video_id)
         if cached is None:
             raise NotFound(f"video {video_id} does not exist (or has expired)")
         return await cached["video"][0]
-
-
-def output_fps_from_summary(summary: dict, preset_fps: float, requested: float | None) -> float:
-    """``wav2lip.output_fps`` on an avatar record: explicit, else the video's, else the preset's."""
-    if requested:
-        return float(requested)
-    return float(summary["fps"]) if summary.get("fps") else preset_fps

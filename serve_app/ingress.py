@@ -19,7 +19,19 @@ from wav2lip.options import AvatarOptions
 from .errors import STATUS, NotReady
 from .generation import VideoGenerator
 from .http import UploadLimit, UploadLimitConfig, install_error_handlers, ranged_response
-from .schemas import AVATAR_ID_PATTERN, VIDEO_ID_PATTERN, AvatarRecord, ErrorBody, Health, VideoRequest, VideoResponse
+from .agents import load_personas
+from .schemas import (
+    AVATAR_ID_PATTERN,
+    VIDEO_ID_PATTERN,
+    AgentInfo,
+    AvatarRecord,
+    ErrorBody,
+    GenerateVideoRequest,
+    Health,
+    VoiceRecord,
+    VideoRequest,
+    VideoResponse,
+)
 from .settings import Settings
 
 log = logging.getLogger("ray.serve")
@@ -61,12 +73,14 @@ async def _read_upload(upload: UploadFile | None, kinds: tuple[str, ...], what: 
 @serve.deployment(name="Ingress")
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, settings: Settings, worker, combiner, avatars, results):
+    def __init__(self, settings: Settings, worker, combiner, avatars, results, tts):
         set_ffmpeg_binary(settings.ffmpeg_binary)
         upload_limit.max_bytes = settings.max_upload_bytes
         self.settings = settings
         self.avatars = avatars
-        self.generator = VideoGenerator(settings, worker, combiner, avatars, results)
+        self.tts = tts
+        self.personas = load_personas(settings.agents_file)
+        self.generator = VideoGenerator(settings, worker, combiner, avatars, results, tts, self.personas)
 
     # ---- Python handle API (same models as HTTP) -------------------------------------
     async def generate(self, request: VideoRequest) -> VideoResponse:
@@ -87,6 +101,10 @@ class Ingress:
         preset: str | None = Form(None),
         chunk_duration: float | None = Form(None, gt=0, le=60),
         enable_parallel: bool = Form(True),
+        text: str | None = Form(None, description="text to speak instead of an audio file"),
+        agent_type: str | None = Form(None, description="persona (GET /v1/agents)"),
+        voice: str | None = Form(None, description="TTS voice (GET /v1/voices)"),
+        rate: float | None = Form(None, ge=0.5, le=2.0, description="speaking rate"),
         pads: str | None = Form(None, description="top bottom left right, e.g. '0 10 0 0'"),
         box: str | None = Form(None, description="y1 y2 x1 x2"),
         nosmooth: bool = Form(False),
@@ -95,11 +113,25 @@ class Ingress:
         audio_bytes = await _read_upload(audio, _AUDIO_TYPES, "the audio")
         avatar_bytes = await _read_upload(avatar, ("image/", "video/", "application/octet-stream"), "the avatar")
         request = _request_from_form(
-            audio=audio_bytes, avatar=avatar_bytes, avatar_id=avatar_id, fps=fps, preset=preset,
+            audio=audio_bytes, text=text, agent_type=agent_type, voice=voice, rate=rate,
+            avatar=avatar_bytes, avatar_id=avatar_id, fps=fps, preset=preset,
             chunk_duration=chunk_duration, enable_parallel=enable_parallel, pads=pads, box=box, nosmooth=nosmooth,
             loop=loop,
         )  # fmt: skip
         return await self.generator.generate(request)
+
+    @api.post("/generate_video", response_model=VideoResponse, summary="The old VBVA API: text -> video")
+    async def generate_video(self, body: GenerateVideoRequest) -> VideoResponse:
+        return await self.generator.generate(body.to_video_request())
+
+    @api.get("/v1/agents", response_model=list[AgentInfo], summary="Agent personas")
+    async def list_agents(self) -> list[AgentInfo]:
+        return [AgentInfo(agent_type=name, default=name == self.personas.default_agent, **p.model_dump())
+                for name, p in sorted(self.personas.agents.items())]  # fmt: skip
+
+    @api.get("/v1/voices", response_model=list[VoiceRecord], summary="TTS voices")
+    async def list_voices(self) -> list[VoiceRecord]:
+        return [VoiceRecord(**v) for v in await self.tts.voices.remote()]
 
     @api.get("/v1/videos/{video_id}", response_class=JSONResponse, summary="Download a video (MP4, ranges)",
              responses={200: {"content": {"video/mp4": {}}}, 206: {"content": {"video/mp4": {}}}})  # fmt: skip

@@ -37,6 +37,10 @@ class VideoRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     audio: bytes | None = Field(None, repr=False, description="speech file bytes (wav, mp3, m4a, ogg, flac)")
+    text: str | None = Field(None, description="text to speak instead of audio (offline TTS)")
+    agent_type: str | None = Field(None, description="persona from agents.yaml: avatar, voice, rate, preset")
+    voice: str | None = Field(None, description="TTS voice (GET /v1/voices); default: the persona's")
+    rate: float | None = Field(None, ge=0.5, le=2.0, description="speaking rate; default: the persona's")
     avatar_id: str = Field("default", pattern=AVATAR_ID_PATTERN)
     avatar: bytes | None = Field(None, repr=False, description="face image or video bytes (instead of avatar_id)")
     fps: float | None = Field(None, ge=1, le=60)
@@ -62,6 +66,40 @@ class VideoRequest(BaseModel):
         return value
 
 
+class GenerateVideoRequest(BaseModel):
+    """The old VBVA service's body for ``POST /generate_video``, unchanged."""
+
+    message: str = Field(description="what the agent says")
+    agent_type: str = "general"
+    enable_parallel: bool = True
+    chunk_duration: float = Field(6, gt=0, le=60)
+    use_ultra_fast: bool = Field(False, description="the ultra_fast preset: 12 fps, quarter resolution")
+
+    def to_video_request(self) -> VideoRequest:
+        return VideoRequest(
+            text=self.message, agent_type=self.agent_type, enable_parallel=self.enable_parallel,
+            chunk_duration=self.chunk_duration, preset="ultra_fast" if self.use_ultra_fast else None,
+        )  # fmt: skip
+
+
+class AgentInfo(BaseModel):
+    agent_type: str
+    description: str
+    avatar: str
+    voice: str
+    rate: float
+    preset: str
+    default: bool
+
+
+class VoiceRecord(BaseModel):
+    name: str
+    language: str
+    sample_rate: int
+    package: str
+    license: str
+
+
 class Stats(BaseModel):
     """Processing statistics: every key of the old VBVA dict, plus ours."""
 
@@ -80,7 +118,9 @@ class Stats(BaseModel):
     real_time_factor: float
     cache_hit: bool
     renderer: str
-    stages: dict[str, float] = Field(default_factory=dict, description="seconds: decode, mel, render, encode, combine")
+    stages: dict[str, float] = Field(
+        default_factory=dict, description="seconds: tts, decode, mel, render, model, encode, combine, first_chunk"
+    )
     nodes: list[str] = Field(default_factory=list, description="Ray node ids whose workers rendered the chunks")
 
 

@@ -62,6 +62,16 @@ class Settings(BaseSettings):
     target_rtf: float | None = Field(None, gt=0)  #: target_achieved = time <= target_rtf x duration (None: 1.0)
     ingress_replicas: int = Field(1, ge=1)  #: HTTP front-door replicas
 
+    # Text to speech
+    agents_file: Path = Path("agents.yaml")  #: agent personas (avatar, voice, rate, preset)
+    tts_max_chars: int = Field(5000, ge=1)  #: longer text gets 413
+    tts_replicas: int = Field(1, ge=1)  #: CPU TTS replicas (the minimum when autoscaling)
+    tts_cpus: float = Field(0.25, gt=0, le=64)  #: logical CPUs reserved per TTS replica
+    max_tts_replicas: int = Field(0, ge=0)  #: autoscaling ceiling; 0 = fixed
+    pipeline_tts: bool = True  #: render the first sentences while later ones are synthesised
+    speech_memory_bytes: int = Field(64 * 1024 * 1024, ge=0)  #: object-store LRU for speech
+    speech_disk_bytes: int = Field(512 * 1024 * 1024, ge=0)  #: disk LRU for speech
+
     # Caches
     data_dir: Path = Path("data")  #: avatars/, results/ (a shared mount in a cluster)
     result_memory_bytes: int = Field(256 * 1024 * 1024, ge=0)  #: object-store LRU budget
