@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections import OrderedDict
 from pathlib import Path
 
 from ray import serve
@@ -35,13 +36,16 @@ class AvatarRegistry:
         self.records = DiskStore(root, suffix=".json")
         # Prepared avatars: object store LRU by count (~1 MB each for an image) over disk.
         self.prepared = TieredCache(root, memory_items * 8 * 1024 * 1024, 0, suffix=".npz")
+        self._summaries: dict[str, dict] = {}  # also kept here: the disk may refuse writes
+        self._unsaved: OrderedDict[str, bytes] = OrderedDict()
+        self._memory_items = memory_items
         self._lock = asyncio.Lock()
         self._default_media = DEFAULT_AVATAR_PATH.read_bytes()
 
     def _media(self, avatar_id: str) -> bytes:
         if avatar_id == DEFAULT_AVATAR_ID:
             return self._default_media
-        data = self.media.get(avatar_id)
+        data = self.media.get(avatar_id) or self._unsaved.get(avatar_id)
         if data is None:
             raise NotFound(f"avatar {avatar_id} does not exist (upload it with POST /v1/avatars)")
         return data
@@ -57,8 +61,10 @@ class AvatarRegistry:
         """
         prepared = await self._prepare(media, options)
         avatar_id = media_id(media)
-        if not self.media.contains(avatar_id):
-            self.media.put(avatar_id, media)
+        if not self.media.contains(avatar_id) and not self.media.put(avatar_id, media):
+            self._unsaved[avatar_id] = media  # the disk refused it: keep serving it from memory
+            while len(self._unsaved) > self._memory_items:
+                self._unsaved.popitem(last=False)
         return {**prepared, "record": self._record(avatar_id, prepared["summary"])}
 
     async def _prepare(self, media: bytes, options: AvatarOptions) -> dict:
@@ -69,15 +75,22 @@ class AvatarRegistry:
                 ref = self.prepared.get(key)
                 if ref is None:
                     avatar = await asyncio.to_thread(prepare_avatar, media, options, key)
-                    self.records.put(key, json.dumps(avatar.summary()).encode())
+                    self._summaries[key] = avatar.summary()
+                    self.records.put(key, json.dumps(self._summaries[key]).encode())
                     ref = self.prepared.put(key, await asyncio.to_thread(avatar.to_bytes))
-        return {"key": key, "ref": [ref], "summary": json.loads(self.records.get(key) or b"{}")}
+        if key not in self._summaries:
+            record = self.records.get(key)
+            if record is None:  # record lost: prepare again (cheap for the rare case)
+                self.prepared.delete(key)
+                return await self._prepare(media, options)
+            self._summaries[key] = json.loads(record)
+        return {"key": key, "ref": [ref], "summary": self._summaries[key]}
 
     async def describe(self, avatar_id: str) -> dict:
         return self._record(avatar_id, (await self.variant(avatar_id, AvatarOptions()))["summary"])
 
     async def list(self) -> list[dict]:
-        ids = [DEFAULT_AVATAR_ID] + [key for key, _, _ in self.media.entries()]
+        ids = [DEFAULT_AVATAR_ID] + [key for key, _, _ in self.media.entries()] + list(self._unsaved)
         return [await self.describe(i) for i in ids]
 
     @staticmethod

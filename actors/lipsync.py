@@ -39,6 +39,8 @@ class ChunkJob:
     avatar_key: str
     avatar_ref: list  #: [ObjectRef to Avatar bytes], wrapped so Serve passes the ref itself
     mel_ref: list  #: [ObjectRef to the whole-audio mel], computed once per request
+    attempt: int = 0
+    delay_s: float = 0.0  #: injected wait before rendering (fault-injection setting; 0 in production)
 
 
 @dataclass
@@ -91,6 +93,8 @@ class LipSyncWorker:
         return avatar
 
     async def render_chunk(self, job: ChunkJob) -> ChunkResult:
+        if job.delay_s:
+            await asyncio.sleep(job.delay_s)
         avatar = await self._avatar(job.avatar_key, job.avatar_ref)
         mel = await job.mel_ref[0]
         async with self._model_lock:
@@ -102,6 +106,8 @@ class LipSyncWorker:
         with tempfile.TemporaryDirectory(prefix="w2l-chunk-") as tmp:
             path = os.path.join(tmp, f"chunk{segment_format(job.enc)[1]}")
             render_segment(self.renderer, avatar, mel, job.fps, job.start, job.stop, path, job.enc, job.loop, seconds)
+            log.info("request %s chunk %d: frames [%d, %d) in %.2f s", job.request_id, job.index, job.start, job.stop,
+                     time.perf_counter() - t0)  # fmt: skip
             segment = Path(path).read_bytes()
         seconds["wall"] = time.perf_counter() - t0
         return ChunkResult(job.index, segment, job.stop - job.start, seconds, ray.get_runtime_context().get_node_id(),

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import ray
@@ -26,6 +26,7 @@ from wav2lip.storage import content_key
 
 from .agents import Personas
 from .errors import Overloaded, RenderFailed
+from .metrics import ServiceMetrics
 from .planner import plan_chunks
 from .schemas import Stats, VideoRequest, VideoResponse
 from .settings import Settings
@@ -78,6 +79,7 @@ class VideoGenerator:
         self.tts = tts
         self.personas = personas
         self.worker_info: dict | None = None
+        self.metrics = ServiceMetrics()
         self._pending = 0
 
     async def info(self) -> dict:
@@ -88,15 +90,22 @@ class VideoGenerator:
     async def generate(self, req: VideoRequest) -> VideoResponse:
         """Render ``req`` (or answer from the cache)."""
         if self._pending >= self.settings.max_pending_requests:
+            self.metrics.rejected.inc()
             raise Overloaded(
                 f"{self._pending} renders in progress on this replica; retry in {self.settings.retry_after_s} s",
                 self.settings.retry_after_s,
             )
         self._pending += 1
+        self.metrics.pending.set(self._pending)
         try:
-            return await self._generate(req)
+            response = await self._generate(req)
         finally:
             self._pending -= 1
+            self.metrics.pending.set(self._pending)
+        stats = response.stats
+        self.metrics.observe(stats.total_processing_time, stats.real_time_factor, stats.cache_hit, stats.renderer,
+                             stats.chunk_retries)  # fmt: skip
+        return response
 
     async def _generate(self, req: VideoRequest) -> VideoResponse:
         t_start = time.perf_counter()
@@ -202,7 +211,7 @@ class VideoGenerator:
         r.stages["model"] = sum(res.seconds.get("model", 0.0) for res in results)
         r.stages["encode"] = sum(res.seconds.get("encode", 0.0) for res in results)
         t = time.perf_counter()
-        video = await self.combiner.combine.remote([res.segment for res in results], [ray.put(samples)], r.enc)
+        video = await self._combine([res.segment for res in results], samples, r.enc)
         r.stages["combine"] = time.perf_counter() - t
         if r.first_chunk_s is not None:
             r.stages["first_chunk"] = r.first_chunk_s
@@ -213,12 +222,26 @@ class VideoGenerator:
                  response.stats.total_processing_time, response.stats.real_time_factor)  # fmt: skip
         return response
 
+    async def _combine(self, segments: list[bytes], samples: np.ndarray, enc: EncodeOptions) -> bytes:
+        """The joined video; a combiner replica that dies is retried, then a clean 502."""
+        samples_ref = [ray.put(samples)]
+        attempts = self.settings.chunk_retries + 1
+        for attempt in range(attempts):
+            try:
+                return await self.combiner.combine.remote(segments, samples_ref, enc)
+            except (RayActorError, RuntimeError) as exc:
+                log.warning("combine failed (attempt %d): %s", attempt + 1, exc)
+                last = exc
+        raise RenderFailed(f"joining the video failed after {attempts} attempts: {str(last)[:300]}")
+
     async def _render_with_retries(self, job: ChunkJob, r: _Render) -> tuple[ChunkResult, int]:
         """A chunk's result and how many retries it took; input errors are not retried."""
         attempts = self.settings.chunk_retries + 1
         last: BaseException | None = None
+        inject = self.settings.inject_chunk_delay_s
         for attempt in range(attempts):
-            response = self.worker.render_chunk.remote(job)
+            delayed = inject and (not self.settings.inject_delay_attempts or attempt < self.settings.inject_delay_attempts)
+            response = self.worker.render_chunk.remote(replace(job, attempt=attempt, delay_s=inject if delayed else 0.0))
             try:
                 result = await asyncio.wait_for(response, self.settings.chunk_timeout_s)
             except InputError:

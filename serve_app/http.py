@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 
 from wav2lip.errors import InputTooLarge, Wav2LipError
@@ -59,31 +61,60 @@ def install_error_handlers(app: FastAPI) -> None:
                             status_code=500)  # fmt: skip
 
 
-class UploadLimitConfig:
-    """The byte budget the middleware reads on every request (set when a replica starts)."""
+class EdgeConfig:
+    """What the edge middleware enforces; set from the settings when a replica starts."""
 
-    def __init__(self, max_bytes: int = 50 * 1024 * 1024):
+    def __init__(self, max_bytes: int = 50 * 1024 * 1024, api_key: str | None = None, cors_origins=()):
         self.max_bytes = max_bytes
+        self.api_key = api_key
+        self.cors_origins = list(cors_origins)
 
 
-class UploadLimit:
-    """ASGI middleware: refuse bodies over the limit by Content-Length, and while they arrive."""
+#: Routes open without an API key (load balancers probe them).
+PUBLIC_PATHS = ("/healthz",)
 
-    def __init__(self, app, config: UploadLimitConfig):
+
+class Edge:
+    """ASGI middleware at the front of the app: API key, CORS, and the upload limit.
+
+    The limit is checked from Content-Length and again while the body arrives, so an
+    oversized upload is refused without being read into memory. Starlette freezes its
+    middleware once serving starts, so this one is installed at import and reads its
+    ``EdgeConfig`` per request; CORS (Starlette's own middleware) is composed lazily.
+    """
+
+    def __init__(self, app, config: EdgeConfig):
         self.app = app
         self.config = config
+        self._cors = None
 
     @property
     def max_bytes(self) -> int:
         return self.config.max_bytes
 
+    def _inner(self):
+        if not self.config.cors_origins:
+            return self.app
+        if self._cors is None:
+            self._cors = CORSMiddleware(self.app, allow_origins=self.config.cors_origins, allow_methods=["GET", "POST"],
+                                        allow_headers=["Authorization", "Content-Type", "Range", "X-Request-ID"],
+                                        expose_headers=["X-Request-ID", "Content-Range", "Retry-After"])  # fmt: skip
+        return self._cors
+
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
+        key = self.config.api_key
+        if key and scope["path"] not in PUBLIC_PATHS and scope["method"] != "OPTIONS":
+            given = headers.get(b"authorization", b"")
+            if not hmac.compare_digest(given, b"Bearer " + key.encode()):
+                return await _send_json(send, 401, "unauthorized", "send the API key as 'Authorization: Bearer <key>'",
+                                        [(b"www-authenticate", b"Bearer")])  # fmt: skip
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._refuse(send, int(declared))
+            return await _send_json(send, 413, "input_too_large",
+                                    f"the upload is {int(declared)} bytes; the limit is {self.max_bytes} bytes")  # fmt: skip
         seen = 0
 
         async def counting_receive():
@@ -95,13 +126,13 @@ class UploadLimit:
                     raise UploadTooLarge(f"the upload is over the limit of {self.max_bytes} bytes")
             return message
 
-        await self.app(scope, counting_receive, send)
+        await self._inner()(scope, counting_receive, send)
 
-    async def _refuse(self, send, size: int):
-        body = json.dumps(error_body("input_too_large", f"the upload is {size} bytes; the limit is {self.max_bytes} bytes"))
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})  # fmt: skip
-        await send({"type": "http.response.body", "body": body.encode()})
+
+async def _send_json(send, status: int, code: str, message: str, extra_headers=()):
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close"), *extra_headers]})  # fmt: skip
+    await send({"type": "http.response.body", "body": json.dumps(error_body(code, message)).encode()})
 
 
 def ranged_response(data: bytes, range_header: str | None, media_type: str) -> Response:

@@ -18,7 +18,7 @@ from wav2lip.options import AvatarOptions
 
 from .errors import STATUS, NotReady
 from .generation import VideoGenerator
-from .http import UploadLimit, UploadLimitConfig, install_error_handlers, ranged_response
+from .http import Edge, EdgeConfig, install_error_handlers, ranged_response
 from .agents import load_personas
 from .schemas import (
     AVATAR_ID_PATTERN,
@@ -43,10 +43,10 @@ api = FastAPI(
     responses={s: {"model": ErrorBody} for s in sorted(set(STATUS.values()) | {400, 422})},
 )
 install_error_handlers(api)
-#: The streaming upload limit; added at import (Starlette freezes middleware once serving),
-#: its byte budget set from the settings when the replica starts.
-upload_limit = UploadLimitConfig()
-api.add_middleware(UploadLimit, config=upload_limit)
+#: API key, CORS and the streaming upload limit; added at import (Starlette freezes
+#: middleware once serving), configured from the settings when the replica starts.
+edge = EdgeConfig()
+api.add_middleware(Edge, config=edge)
 
 #: Declared media types we accept for audio; anything else is refused (415) before decoding.
 _AUDIO_TYPES = ("audio/", "video/", "application/octet-stream", "application/ogg")
@@ -75,7 +75,7 @@ async def _read_upload(upload: UploadFile | None, kinds: tuple[str, ...], what: 
 class Ingress:
     def __init__(self, settings: Settings, worker, combiner, avatars, results, tts):
         set_ffmpeg_binary(settings.ffmpeg_binary)
-        upload_limit.max_bytes = settings.max_upload_bytes
+        edge.max_bytes, edge.api_key, edge.cors_origins = settings.max_upload_bytes, settings.api_key, settings.cors_origins
         self.settings = settings
         self.avatars = avatars
         self.tts = tts

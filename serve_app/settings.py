@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     speech_memory_bytes: int = Field(64 * 1024 * 1024, ge=0)  #: object-store LRU for speech
     speech_disk_bytes: int = Field(512 * 1024 * 1024, ge=0)  #: disk LRU for speech
 
+    # Edge
+    api_key: str | None = Field(None, repr=False)  #: when set, every route but /healthz needs "Authorization: Bearer <key>"
+    cors_origins: list[str] = Field(default_factory=list)  #: origins allowed by CORS (empty = CORS off)
+
+    # Fault injection (tests and demos only): delay each chunk's first attempts
+    inject_chunk_delay_s: float = Field(0.0, ge=0)  #: seconds a worker waits before rendering a chunk
+    inject_delay_attempts: int = Field(0, ge=0)  #: attempts delayed per chunk (0 = every attempt)
+
     # Caches
     data_dir: Path = Path("data")  #: avatars/, results/ (a shared mount in a cluster)
     result_memory_bytes: int = Field(256 * 1024 * 1024, ge=0)  #: object-store LRU budget

@@ -9,6 +9,7 @@ and turns a failure into ``EncodeError`` carrying the tail of ffmpeg's stderr.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from functools import lru_cache
@@ -18,6 +19,9 @@ from .errors import EncodeError
 #: Protocols ffmpeg may open: a crafted playlist cannot reach the network or other files
 #: through http/concat/subfile/... ("file" stays: our own temp files are read by path).
 INPUT_PROTOCOLS = "file,pipe"
+#: Demuxers allowed for user-supplied media: playlists (hls), concat lists, image
+#: sequences and other formats that open further files are not among them.
+USER_MEDIA_FORMATS = "wav,mp3,flac,ogg,aac,mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,aiff,w64,caf"
 _STDERR_TAIL = 2000
 _binary: str | None = None
 
@@ -50,9 +54,13 @@ def base_args() -> list[str]:
     return [ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
 
 
-def input_args(path: str, fmt: str | None = None) -> list[str]:
-    """``-i`` for a file we wrote, with the protocol whitelist (which is per input)."""
-    return [*(["-f", fmt] if fmt else []), "-protocol_whitelist", INPUT_PROTOCOLS, "-i", path]
+def input_args(path: str, fmt: str | None = None, user_media: bool = False) -> list[str]:
+    """``-i`` for a file we wrote, with the protocol whitelist (which is per input).
+
+    ``user_media``: the bytes came from a user, so only plain media demuxers may open it.
+    """
+    allowed = ["-format_whitelist", USER_MEDIA_FORMATS] if user_media else []
+    return [*(["-f", fmt] if fmt else []), *allowed, "-protocol_whitelist", INPUT_PROTOCOLS, "-i", path]
 
 
 def run_ffmpeg(args: list[str], what: str, stdin: bytes | None = None, timeout_s: float | None = None) -> bytes:
@@ -67,6 +75,19 @@ def run_ffmpeg(args: list[str], what: str, stdin: bytes | None = None, timeout_s
         tail = proc.stderr.decode("utf-8", "replace")[-_STDERR_TAIL:]
         raise EncodeError(f"ffmpeg failed while {what}: {tail.strip()[-300:]}", tail)
     return proc.stdout
+
+
+def probe_duration_s(path: str) -> float | None:
+    """The container's declared duration, read from the header without decoding (no ffprobe)."""
+    proc = subprocess.run(
+        [ffmpeg_binary(), "-nostdin", "-hide_banner", *input_args(path, user_media=True)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=30,
+    )  # fmt: skip
+    match = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", proc.stderr.decode("utf-8", "replace"))
+    if not match:
+        return None
+    h, m, sec = match.groups()
+    return int(h) * 3600 + int(m) * 60 + float(sec)
 
 
 def stderr_tail(data: bytes) -> str:
