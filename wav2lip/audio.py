@@ -8,6 +8,7 @@ to ~1e-6 (tests compare with golden files).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -16,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AudioDecodeError, EncodeError, InputTooLarge
-from .ffmpeg import input_args, run_ffmpeg
+from .errors import AudioDecodeError, EncodeError, InputTooLarge, UnsupportedMedia
+from .ffmpeg import input_args, probe_duration_s, run_ffmpeg
 from .hparams import (
     FMAX_HZ,
     FMIN_HZ,
@@ -35,16 +36,21 @@ from .hparams import (
     WIN_LENGTH,
 )
 
+log = logging.getLogger(__name__)
 _AMP_FLOOR = np.float32(np.exp(MIN_LEVEL_DB / 20 * np.log(10)))
-_STFT_BLOCK = 4096  #: STFT frames per block, bounds memory for long audio
+_STFT_BLOCK = 4096
+MIN_AUDIO_S = 0.05  #: shorter audio is refused: not even two video frames
+TRUNCATED_FRACTION = 0.9  #: decoding less than this share of the declared duration means a cut file  #: STFT frames per block, bounds memory for long audio
 
 
 def load_audio(source: str | Path | bytes, max_seconds: float | None = None) -> np.ndarray:
     """Decode any FFmpeg-readable audio to (n,) float32 mono at 16 kHz.
 
     Bytes are written to a private temp file first (ffmpeg only reads files we wrote;
-    MP4/M4A need a seekable input). Audio longer than ``max_seconds`` is an
-    ``InputTooLarge`` after decoding at most ``max_seconds`` + 1 s of it.
+    MP4/M4A need a seekable input), and only plain media demuxers may open them. With
+    ``max_seconds``, the header's duration is probed first: longer audio is an
+    ``InputTooLarge`` before decoding (and at most ``max_seconds`` + 1 s is ever
+    decoded), and a file decoding to much less than its header says is truncated.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
@@ -57,21 +63,35 @@ def load_audio(source: str | Path | bytes, max_seconds: float | None = None) -> 
     path = str(source)
     if not os.path.isfile(path):
         raise AudioDecodeError(f"audio file {path} does not exist")
+    declared = probe_duration_s(path) if max_seconds else None
+    if declared is not None and max_seconds:  # refuse long audio from its header, before decoding it
+        if declared > max_seconds + 1:
+            raise InputTooLarge(f"the audio lasts {declared:.0f} s; the limit is {max_seconds:g} s")
     limit = ["-t", f"{max_seconds + 1:.3f}"] if max_seconds else []
     try:
         raw = run_ffmpeg(
-            [*input_args(path), *limit, "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"],
+            [*input_args(path, user_media=True), *limit, "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE),
+             # rows of the downmix matrix sum to 1: stereo -> (L + R) / 2, the official mean (not 0.707 each)
+             "-rematrix_maxval", "1", "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"],
             "decoding audio",
         )
     except EncodeError as exc:
         if "does not contain any stream" in exc.stderr_tail or "matches no streams" in exc.stderr_tail:
             raise AudioDecodeError("the file holds no audio stream") from None
-        raise AudioDecodeError(f"could not decode the audio (not an audio file, or truncated): {exc.stderr_tail.strip()[-200:]}") from None
+        if "not on whitelist" in exc.stderr_tail:
+            raise UnsupportedMedia("the audio is in a container we do not read (playlists and lists are refused)") from None
+        log.info("audio decode failed: %s", exc.stderr_tail.strip()[-300:])
+        raise AudioDecodeError("could not decode the audio: not an audio file, or truncated") from None
     samples = np.frombuffer(raw, dtype=np.float32).copy()
     if samples.size == 0:
         raise AudioDecodeError("the audio holds no samples (no audio stream, or zero length)")
     if max_seconds and samples.size > max_seconds * SAMPLE_RATE:
         raise InputTooLarge(f"the audio is longer than the limit of {max_seconds:g} s")
+    seconds = samples.size / SAMPLE_RATE
+    if declared is not None and seconds < min(declared, max_seconds or declared) * TRUNCATED_FRACTION:
+        raise AudioDecodeError(f"the audio is truncated: its header says {declared:.2f} s, only {seconds:.2f} s decode")
+    if seconds < MIN_AUDIO_S:
+        raise AudioDecodeError(f"the audio lasts {seconds * 1000:.0f} ms; at least {MIN_AUDIO_S * 1000:.0f} ms is needed")
     if not np.isfinite(samples).all():
         raise AudioDecodeError("the audio holds NaN or infinite samples")
     return samples

@@ -27,7 +27,17 @@ DEFAULT_AVATAR_PATH = Path(__file__).parent / "assets" / "default_avatar.png"
 DEFAULT_AVATAR_ID = "default"
 MAX_PIXELS = 4096 * 4096  #: larger frames are refused before any full decode
 MAX_VIDEO_FRAMES = 1500  #: 60 s at 25 fps
-_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"RIFF", b"BM", b"GIF8")
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM")
+
+
+def _is_image(data: bytes) -> bool:
+    return data.startswith(_IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
+
+def _is_video(data: bytes) -> bool:
+    """Plain video containers only: MP4/MOV, Matroska/WebM, AVI (never playlists or lists,
+    which OpenCV's FFmpeg backend would follow to other files)."""
+    return data[4:8] == b"ftyp" or data[:4] == b"\x1a\x45\xdf\xa3" or (data[:4] == b"RIFF" and data[8:12] == b"AVI ")
 _PREP_VERSION = 1  #: bump when preparation changes, so old cache entries are not reused
 
 
@@ -156,7 +166,7 @@ def load_media(data: bytes, max_frames: int = MAX_VIDEO_FRAMES) -> tuple[np.ndar
     """(n, H, W, 3) uint8 BGR frames and fps (None for an image) from image or video bytes."""
     if not data:
         raise MediaDecodeError("the avatar file is empty")
-    if data.startswith(_IMAGE_MAGIC):
+    if _is_image(data):
         size = _image_size(data)
         if size and size[0] * size[1] > MAX_PIXELS:
             raise InputTooLarge(f"the avatar image is {size[0]}x{size[1]}; the limit is {MAX_PIXELS} pixels")
@@ -164,8 +174,9 @@ def load_media(data: bytes, max_frames: int = MAX_VIDEO_FRAMES) -> tuple[np.ndar
         if frame is None:
             raise MediaDecodeError("the avatar image could not be decoded (truncated or corrupt file)")
         return frame[None], None
-    frames, fps = _read_video(data, max_frames)
-    return frames, fps
+    if not _is_video(data):
+        raise UnsupportedMedia("the avatar is neither an image (PNG, JPEG, BMP, WebP) nor a video (MP4, MOV, WebM, MKV, AVI)")
+    return _read_video(data, max_frames)
 
 
 def prepare_avatar(media: bytes | str | Path, options: AvatarOptions = AvatarOptions(), avatar_id: str | None = None) -> Avatar:
@@ -175,11 +186,11 @@ def prepare_avatar(media: bytes | str | Path, options: AvatarOptions = AvatarOpt
     n, h, w = frames.shape[:3]
     if min(h, w) < 2 * options.resize_factor or min(h, w) < 16:
         raise NoFaceDetected(f"the avatar is {w}x{h} pixels: too small to hold a face", 0)
-    if options.box is not None:
-        y1, y2, x1, x2 = options.box
-        if y2 > h or x2 > w:
-            raise NoFaceDetected(f"box {options.box} lies outside the {w}x{h} avatar", 0)
     rf = options.resize_factor
+    if options.box is not None:  # the box is in the resized frame's pixels (official --box)
+        y1, y2, x1, x2 = options.box
+        if y2 > h // rf or x2 > w // rf:
+            raise NoFaceDetected(f"box {options.box} lies outside the {w // rf}x{h // rf} avatar", 0)
     if options.box is None:
         # Detect at full resolution (small resized faces defeat Haar), then scale down.
         faces = detect_faces(frames) // rf

@@ -80,7 +80,11 @@ class Renderer:
             torch.set_num_threads(options.threads)
         self.kind: str = getattr(generator, "renderer_kind", "wav2lip")
         self.model_id: str = getattr(generator, "model_id", self.kind)
-        model = generator.eval().to(self.device, memory_format=torch.channels_last)
+        # fp32 keeps the official layout (NCHW weights, NHWC-strided input as the official
+        # np.transpose gives): channels_last weights pick other conv kernels whose rounding
+        # differs, and fp32 would no longer match the official inference bit for bit.
+        weights_format = torch.contiguous_format if self.precision == "fp32" else torch.channels_last
+        model = generator.eval().to(self.device, memory_format=weights_format)
         if self.device.type == "cuda" and self.precision in ("fp16", "bf16"):
             model = model.to(torch.float16 if self.precision == "fp16" else torch.bfloat16)
         self.model = model
@@ -100,7 +104,10 @@ class Renderer:
         masked = face.clone()
         masked[:, :, _HALF:] = 0
         face_in = torch.cat((masked, face), dim=1).contiguous(memory_format=torch.channels_last).to(self._in_dtype)
-        audio = torch.from_numpy(windows).to(self.device, non_blocking=True).unsqueeze(1).to(self._in_dtype)
+        # (B, 1, 80, 16) with the official strides (1280, 1, 16, 1), its np.transpose of a (B, 80, 16, 1)
+        # array: with one channel both layouts count as contiguous, yet the strides steer the kernel choice.
+        audio = torch.from_numpy(np.ascontiguousarray(windows).reshape(*windows.shape, 1)).permute(0, 3, 1, 2)
+        audio = audio.to(self.device, non_blocking=True).to(self._in_dtype)
         try:
             with self._autocast():
                 out = self.model(audio, face_in)
