@@ -7,6 +7,7 @@ no HTTP concepts, so the Python-handle and HTTP paths run the same code.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -32,7 +33,7 @@ from .schemas import Stats, VideoRequest, VideoResponse
 from .settings import Settings
 
 log = logging.getLogger("ray.serve")
-_RESULT_VERSION = 1  #: bump when the output for the same inputs changes
+_RESULT_VERSION = 2  #: bump when the output for the same inputs changes
 
 
 @dataclass
@@ -50,6 +51,7 @@ class _Render:
     stages: dict = field(default_factory=dict)
     tasks: list = field(default_factory=list)
     first_chunk_s: float | None = None
+    alias: str | None = None  #: result key by the upload's bytes (audio requests)
 
     def cancel(self) -> None:
         for task in self.tasks:
@@ -121,6 +123,11 @@ class VideoGenerator:
             req = req.model_copy(update=updates)
         render = await self._start(req, t_start)
         if req.text is None:
+            render.alias = self._key(render, hashlib.sha256(req.audio).digest())
+            found = await self.results.find.remote(render.alias)
+            if found is not None:  # the same upload again: answered without decoding it
+                return self._response(render, found["key"], found["record"]["n_frames"], found["record"]["chunks"],
+                                      0, True)  # fmt: skip
             t = time.perf_counter()
             samples = await asyncio.to_thread(load_audio, req.audio, self.settings.max_audio_s)
             render.stages["decode"] = time.perf_counter() - t
@@ -147,9 +154,11 @@ class VideoGenerator:
         return _Render(req, enc, variant, fps, await self.info(), req.chunk_duration or self.settings.chunk_duration_s,
                        t_start)  # fmt: skip
 
-    def _key(self, r: _Render, samples: np.ndarray) -> str:
+    def _key(self, r: _Render, audio: np.ndarray | bytes) -> str:
+        """Result key: avatar variant, audio (samples, or an upload's digest), model, settings."""
+        data = audio.tobytes() if isinstance(audio, np.ndarray) else audio
         return content_key(
-            "video", _RESULT_VERSION, r.variant["key"], samples.tobytes(), r.info["model_id"], r.info["renderer"],
+            "video", _RESULT_VERSION, r.variant["key"], data, r.info["model_id"], r.info["renderer"],
             r.info["precision"], r.fps, r.req.loop, asdict(r.enc),
         )  # fmt: skip
 
@@ -157,7 +166,9 @@ class VideoGenerator:
         key = self._key(r, samples)
         cached = await self.results.get.remote(key)
         if cached is not None:
-            return self._response(r, key, samples, cached["record"]["chunks"], 0, True)
+            if r.alias:
+                await self.results.put_alias.remote(r.alias, key)
+            return self._response(r, key, cached["record"]["n_frames"], cached["record"]["chunks"], 0, True)
         t = time.perf_counter()
         mel = melspectrogram(samples)
         r.stages["mel"] = time.perf_counter() - t
@@ -216,8 +227,9 @@ class VideoGenerator:
         if r.first_chunk_s is not None:
             r.stages["first_chunk"] = r.first_chunk_s
         nodes = sorted({res.node_id for res in results})
-        await self.results.put.remote(key, video, {"chunks": len(results), "nodes": nodes})
-        response = self._response(r, key, samples, len(results), retries, False, nodes)
+        n_frames = frame_count(len(samples), r.fps)
+        await self.results.put.remote(key, video, {"chunks": len(results), "nodes": nodes, "n_frames": n_frames}, r.alias)
+        response = self._response(r, key, n_frames, len(results), retries, False, nodes)
         log.info("request %s: %d chunks, %.2f s (rtf %.2f)", r.request_id, len(results),
                  response.stats.total_processing_time, response.stats.real_time_factor)  # fmt: skip
         return response
@@ -262,9 +274,9 @@ class VideoGenerator:
                 return result, attempt
         raise RenderFailed(f"chunk {job.index} failed after {attempts} attempts: {str(last)[:300]}")
 
-    def _response(self, r: _Render, key: str, samples: np.ndarray, chunks: int, retries: int, hit: bool,
+    def _response(self, r: _Render, key: str, n_frames: int, chunks: int, retries: int, hit: bool,
                   nodes: list[str] | None = None) -> VideoResponse:  # fmt: skip
-        duration_s = frame_count(len(samples), r.fps) / r.fps
+        duration_s = n_frames / r.fps
         total = time.perf_counter() - r.t_start
         video_s = r.stages.get("render", 0.0) + r.stages.get("combine", 0.0)
         target = (self.settings.target_rtf or 1.0) * duration_s
