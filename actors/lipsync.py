@@ -80,6 +80,7 @@ class LipSyncWorker:
             "gpu_ids": self.gpu_ids,
             "node_id": ray.get_runtime_context().get_node_id(),
             "replica": self._replica,
+            "pid": os.getpid(),
         }
 
     async def _avatar(self, key: str, ref_box: list) -> Avatar:
