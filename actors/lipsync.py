@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -43,6 +44,10 @@ class ChunkJob:
     delay_s: float = 0.0  #: injected wait before rendering (fault-injection setting; 0 in production)
 
 
+class ChunkCancelled(Exception):
+    """The chunk's caller went away; its render stopped early."""
+
+
 @dataclass
 class ChunkResult:
     index: int
@@ -66,6 +71,7 @@ class LipSyncWorker:
 
             torch.cuda.set_per_process_memory_fraction(gpu_fraction, self.renderer.device)
         self._avatars: OrderedDict[str, Avatar] = OrderedDict()
+        self.chunks_rendered = 0
         self._model_lock = asyncio.Lock()  # one chunk on the model at a time; the next waits ready
         self._replica = serve.get_replica_context().replica_id.unique_id
         log.info("LipSyncWorker %s: %s on %s (%s), GPUs %s", self._replica, self.renderer.kind,
@@ -81,6 +87,7 @@ class LipSyncWorker:
             "node_id": ray.get_runtime_context().get_node_id(),
             "replica": self._replica,
             "pid": os.getpid(),
+            "chunks_rendered": self.chunks_rendered,
         }
 
     async def _avatar(self, key: str, ref_box: list) -> Avatar:
@@ -94,19 +101,37 @@ class LipSyncWorker:
         return avatar
 
     async def render_chunk(self, job: ChunkJob) -> ChunkResult:
+        """The chunk's encoded segment. A cancelled call (request cancelled, client gone)
+        stops the render at its next batch instead of finishing it for nobody."""
         if job.delay_s:
             await asyncio.sleep(job.delay_s)
         avatar = await self._avatar(job.avatar_key, job.avatar_ref)
         mel = await job.mel_ref[0]
         async with self._model_lock:
-            return await asyncio.to_thread(self._render, job, avatar, mel)
+            stop = threading.Event()
+            work = asyncio.ensure_future(asyncio.to_thread(self._render, job, avatar, mel, stop))
+            try:
+                result = await asyncio.shield(work)
+            except asyncio.CancelledError:
+                stop.set()
+                await asyncio.wait([work])  # keep the model lock until the thread has let go
+                log.info("request %s chunk %d cancelled", job.request_id, job.index)
+                raise
+            self.chunks_rendered += 1
+            return result
 
-    def _render(self, job: ChunkJob, avatar: Avatar, mel) -> ChunkResult:
+    def _render(self, job: ChunkJob, avatar: Avatar, mel, stop: threading.Event) -> ChunkResult:
         seconds: dict[str, float] = {}
         t0 = time.perf_counter()
+
+        def check_cancelled(_frames: int) -> None:
+            if stop.is_set():
+                raise ChunkCancelled(f"chunk {job.index} of request {job.request_id} was cancelled")
+
         with tempfile.TemporaryDirectory(prefix="w2l-chunk-") as tmp:
             path = os.path.join(tmp, f"chunk{segment_format(job.enc)[1]}")
-            render_segment(self.renderer, avatar, mel, job.fps, job.start, job.stop, path, job.enc, job.loop, seconds)
+            render_segment(self.renderer, avatar, mel, job.fps, job.start, job.stop, path, job.enc, job.loop, seconds,
+                           check_cancelled)  # fmt: skip
             log.info("request %s chunk %d: frames [%d, %d) in %.2f s", job.request_id, job.index, job.start, job.stop,
                      time.perf_counter() - t0)  # fmt: skip
             segment = Path(path).read_bytes()

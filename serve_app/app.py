@@ -8,6 +8,7 @@ from ray.serve import Application
 
 from actors.avatars import AvatarRegistry
 from actors.combiner import Combiner
+from actors.jobs import JobRegistry
 from actors.lipsync import LipSyncWorker
 from actors.results import ResultCache
 from actors.tts import TTSWorker
@@ -61,9 +62,10 @@ def build_app(args: dict | Settings | None = None) -> Application:
     tts = TTSWorker.options(ray_actor_options={"num_cpus": settings.tts_cpus}, **tts_scaling).bind(
         str(settings.data_dir), settings.speech_memory_bytes, settings.speech_disk_bytes, settings.tts_max_chars
     )
+    jobs = JobRegistry.options(ray_actor_options=small).bind(str(settings.data_dir), settings.job_stale_after_s)
     return Ingress.options(
         ray_actor_options=small,
         num_replicas=settings.ingress_replicas,
         max_ongoing_requests=settings.max_pending_requests * 4,
         max_queued_requests=settings.max_pending_requests * 4,
-    ).bind(settings, worker, combiner, avatars, results, tts)
+    ).bind(settings, worker, combiner, avatars, results, tts, jobs)

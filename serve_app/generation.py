@@ -20,13 +20,13 @@ from ray.serve.exceptions import BackPressureError
 
 from actors.lipsync import ChunkJob, ChunkResult
 from wav2lip.audio import frame_count, load_audio, melspectrogram, official_frame_count
-from wav2lip.errors import InputError, NotFound
+from wav2lip.errors import InputError, NotFound, Wav2LipError
 from wav2lip.hparams import HOP_LENGTH, MEL_STEP, N_FFT
 from wav2lip.options import AvatarOptions, EncodeOptions, preset
 from wav2lip.storage import content_key
 
 from .agents import Personas
-from .errors import Overloaded, RenderFailed
+from .errors import Overloaded, RenderFailed, error_body, error_code
 from .metrics import ServiceMetrics
 from .planner import plan_chunks
 from .schemas import Stats, VideoRequest, VideoResponse
@@ -52,6 +52,9 @@ class _Render:
     tasks: list = field(default_factory=list)
     first_chunk_s: float | None = None
     alias: str | None = None  #: result key by the upload's bytes (audio requests)
+    job_id: str | None = None  #: set for asynchronous jobs: progress goes to the job registry
+    frames_total: int = 0
+    frames_done: int = 0
 
     def cancel(self) -> None:
         for task in self.tasks:
@@ -65,6 +68,7 @@ class _Render:
         settings = gen.settings
         chunks = plan_chunks(stop - start, self.fps, self.chunk_s, self.req.enable_parallel,
                              settings.single_chunk_below_s, settings.max_chunks)  # fmt: skip
+        self.frames_total = max(self.frames_total, stop)
         for a, b in chunks:
             job = ChunkJob(self.request_id, len(self.tasks), start + a, start + b, self.fps, self.req.loop, self.enc,
                            self.variant["key"], self.variant["ref"], mel_ref)  # fmt: skip
@@ -72,14 +76,16 @@ class _Render:
 
 
 class VideoGenerator:
-    def __init__(self, settings: Settings, worker, combiner, avatars, results, tts, personas: Personas):
+    def __init__(self, settings: Settings, worker, combiner, avatars, results, tts, jobs, personas: Personas):
         self.settings = settings
         self.worker = worker
         self.combiner = combiner
         self.avatars = avatars
         self.results = results
         self.tts = tts
+        self.jobs = jobs
         self.personas = personas
+        self._job_tasks: set[asyncio.Task] = set()
         self.worker_info: dict | None = None
         self.metrics = ServiceMetrics()
         self._pending = 0
@@ -89,8 +95,8 @@ class VideoGenerator:
             self.worker_info = await self.worker.info.remote()
         return self.worker_info
 
-    async def generate(self, req: VideoRequest) -> VideoResponse:
-        """Render ``req`` (or answer from the cache)."""
+    async def generate(self, req: VideoRequest, job_id: str | None = None) -> VideoResponse:
+        """Render ``req`` (or answer from the cache); ``job_id``: report progress to that job."""
         if self._pending >= self.settings.max_pending_requests:
             self.metrics.rejected.inc()
             raise Overloaded(
@@ -100,7 +106,7 @@ class VideoGenerator:
         self._pending += 1
         self.metrics.pending.set(self._pending)
         try:
-            response = await self._generate(req)
+            response = await self._generate(req, job_id)
         finally:
             self._pending -= 1
             self.metrics.pending.set(self._pending)
@@ -109,7 +115,7 @@ class VideoGenerator:
                              stats.chunk_retries)  # fmt: skip
         return response
 
-    async def _generate(self, req: VideoRequest) -> VideoResponse:
+    async def _generate(self, req: VideoRequest, job_id: str | None) -> VideoResponse:
         t_start = time.perf_counter()
         if req.text is not None and req.audio is not None:
             raise InputError("send either an audio file or text, not both")
@@ -122,6 +128,7 @@ class VideoGenerator:
                 updates["avatar_id"] = persona.avatar
             req = req.model_copy(update=updates)
         render = await self._start(req, t_start)
+        render.job_id = job_id
         if req.text is None:
             render.alias = self._key(render, hashlib.sha256(req.audio).digest())
             found = await self.results.find.remote(render.alias)
@@ -256,6 +263,9 @@ class VideoGenerator:
             response = self.worker.render_chunk.remote(replace(job, attempt=attempt, delay_s=inject if delayed else 0.0))
             try:
                 result = await asyncio.wait_for(response, self.settings.chunk_timeout_s)
+            except asyncio.CancelledError:  # request cancelled or client gone: stop the worker too
+                response.cancel()
+                raise
             except InputError:
                 raise
             except BackPressureError:
@@ -271,6 +281,10 @@ class VideoGenerator:
             else:
                 if r.first_chunk_s is None:
                     r.first_chunk_s = time.perf_counter() - r.t_start
+                r.frames_done += result.n_frames
+                if r.job_id:
+                    await self.jobs.update.remote(r.job_id, status="running", frames_done=r.frames_done,
+                                                  frames_total=r.frames_total)  # fmt: skip
                 return result, attempt
         raise RenderFailed(f"chunk {job.index} failed after {attempts} attempts: {str(last)[:300]}")
 
@@ -290,6 +304,34 @@ class VideoGenerator:
             stages={k: round(v, 4) for k, v in r.stages.items()}, nodes=nodes or [],
         )  # fmt: skip
         return VideoResponse(video_id=key, url=f"/v1/videos/{key}", duration_s=duration_s, stats=stats)
+
+    async def submit(self, req: VideoRequest) -> str:
+        """Start ``req`` as a job on this replica; its id (state lives in the job registry)."""
+        job_id = uuid.uuid4().hex
+        await self.jobs.create.remote(job_id)
+        task = asyncio.create_task(self._run_job(job_id, req))
+        self._job_tasks.add(task)
+        task.add_done_callback(self._job_tasks.discard)
+        return job_id
+
+    async def _run_job(self, job_id: str, req: VideoRequest) -> None:
+        render = asyncio.create_task(self.generate(req, job_id))
+        await self.jobs.update.remote(job_id, status="running")
+        while not render.done():  # watch for a cancel request made through any ingress replica
+            await asyncio.wait([render], timeout=self.settings.job_poll_s)
+            if not render.done() and await self.jobs.cancel_requested.remote(job_id):
+                render.cancel()
+        try:
+            response = render.result()
+        except asyncio.CancelledError:
+            await self.jobs.update.remote(job_id, status="cancelled")
+        except Wav2LipError as exc:
+            await self.jobs.update.remote(job_id, status="failed", error=error_body(error_code(exc), exc.message))
+        except Exception as exc:  # our bug: recorded on the job, logged here
+            log.exception("job %s failed", job_id)
+            await self.jobs.update.remote(job_id, status="failed", error=error_body("internal_error", str(exc)[:300]))
+        else:
+            await self.jobs.update.remote(job_id, status="succeeded", video_id=response.video_id)
 
     async def video_bytes(self, video_id: str) -> bytes:
         cached = await self.results.get.remote(video_id)

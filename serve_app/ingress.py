@@ -7,7 +7,7 @@ signatures at run time, and string annotations on the class methods do not resol
 
 import logging
 
-from fastapi import FastAPI, File, Form, Path, Request, UploadFile
+from fastapi import FastAPI, File, Form, Path, Query, Request, UploadFile
 from pydantic import ValidationError
 from ray import serve
 from starlette.responses import JSONResponse
@@ -22,12 +22,15 @@ from .http import Edge, EdgeConfig, install_error_handlers, ranged_response
 from .agents import load_personas
 from .schemas import (
     AVATAR_ID_PATTERN,
+    JOB_ID_PATTERN,
     VIDEO_ID_PATTERN,
     AgentInfo,
     AvatarRecord,
     ErrorBody,
     GenerateVideoRequest,
     Health,
+    JobAccepted,
+    JobStatus,
     VoiceRecord,
     VideoRequest,
     VideoResponse,
@@ -73,14 +76,15 @@ async def _read_upload(upload: UploadFile | None, kinds: tuple[str, ...], what: 
 @serve.deployment(name="Ingress")
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, settings: Settings, worker, combiner, avatars, results, tts):
+    def __init__(self, settings: Settings, worker, combiner, avatars, results, tts, jobs):
         set_ffmpeg_binary(settings.ffmpeg_binary)
         edge.max_bytes, edge.api_key, edge.cors_origins = settings.max_upload_bytes, settings.api_key, settings.cors_origins
         self.settings = settings
         self.avatars = avatars
         self.tts = tts
+        self.jobs = jobs
         self.personas = load_personas(settings.agents_file)
-        self.generator = VideoGenerator(settings, worker, combiner, avatars, results, tts, self.personas)
+        self.generator = VideoGenerator(settings, worker, combiner, avatars, results, tts, jobs, self.personas)
 
     # ---- Python handle API (same models as HTTP) -------------------------------------
     async def generate(self, request: VideoRequest) -> VideoResponse:
@@ -90,10 +94,31 @@ class Ingress:
     async def video_bytes(self, video_id: str) -> bytes:
         return await self.generator.video_bytes(video_id)
 
+    async def submit(self, request: VideoRequest) -> str:
+        """Start a job; poll ``status(job_id)``, stop it with ``cancel(job_id)``."""
+        return await self.generator.submit(request)
+
+    async def status(self, job_id: str) -> JobStatus:
+        job = await self.jobs.get.remote(job_id)
+        url = f"/v1/videos/{job['video_id']}" if job.get("video_id") else None
+        return JobStatus(**{k: job.get(k) for k in JobStatus.model_fields if k != "url"}, url=url)
+
+    async def cancel(self, job_id: str) -> JobStatus:
+        await self.jobs.cancel.remote(job_id)
+        return await self.status(job_id)
+
+    async def _respond(self, request: VideoRequest, run_async: bool):
+        if not run_async:
+            return await self.generator.generate(request)
+        job_id = await self.generator.submit(request)
+        return JSONResponse(JobAccepted(job_id=job_id, status_url=f"/v1/jobs/{job_id}").model_dump(), status_code=202)
+
     # ---- HTTP -----------------------------------------------------------------------
-    @api.post("/v1/videos", response_model=VideoResponse, summary="Render a lip-synced video")
+    @api.post("/v1/videos", response_model=VideoResponse, summary="Render a lip-synced video",
+              responses={202: {"model": JobAccepted, "description": "with async=true: the job was started"}})  # fmt: skip
     async def create_video(
         self,
+        run_async: bool = Query(False, alias="async", description="answer 202 with a job id at once"),
         audio: UploadFile | None = File(None, description="speech: wav, mp3, m4a, ogg, flac"),
         avatar: UploadFile | None = File(None, description="face image or video, instead of avatar_id"),
         avatar_id: str = Form("default", pattern=AVATAR_ID_PATTERN),
@@ -118,11 +143,23 @@ class Ingress:
             chunk_duration=chunk_duration, enable_parallel=enable_parallel, pads=pads, box=box, nosmooth=nosmooth,
             loop=loop,
         )  # fmt: skip
-        return await self.generator.generate(request)
+        return await self._respond(request, run_async)
 
-    @api.post("/generate_video", response_model=VideoResponse, summary="The old VBVA API: text -> video")
-    async def generate_video(self, body: GenerateVideoRequest) -> VideoResponse:
-        return await self.generator.generate(body.to_video_request())
+    @api.post("/generate_video", response_model=VideoResponse, summary="The old VBVA API: text -> video",
+              responses={202: {"model": JobAccepted, "description": "with async: the job was started"}})  # fmt: skip
+    async def generate_video(
+        self, body: GenerateVideoRequest,
+        run_async: bool = Query(False, alias="async", description="answer 202 with a job id at once"),
+    ) -> VideoResponse:  # fmt: skip
+        return await self._respond(body.to_video_request(), run_async or body.run_async)
+
+    @api.get("/v1/jobs/{job_id}", response_model=JobStatus, summary="Progress of an async render")
+    async def get_job(self, job_id: str = Path(pattern=JOB_ID_PATTERN)) -> JobStatus:
+        return await self.status(job_id)
+
+    @api.delete("/v1/jobs/{job_id}", response_model=JobStatus, summary="Cancel an async render")
+    async def delete_job(self, job_id: str = Path(pattern=JOB_ID_PATTERN)) -> JobStatus:
+        return await self.cancel(job_id)
 
     @api.get("/v1/agents", response_model=list[AgentInfo], summary="Agent personas")
     async def list_agents(self) -> list[AgentInfo]:

@@ -12,6 +12,7 @@ from wav2lip.options import PRESETS
 #: An avatar id is the sha256 of its media, or "default" (validated before any lookup).
 AVATAR_ID_PATTERN = r"^(default|[0-9a-f]{64})$"
 VIDEO_ID_PATTERN = r"^[0-9a-f]{64}$"
+JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
 
 
 def parse_quad(value) -> tuple[int, int, int, int] | None:
@@ -74,12 +75,37 @@ class GenerateVideoRequest(BaseModel):
     enable_parallel: bool = True
     chunk_duration: float = Field(6, gt=0, le=60)
     use_ultra_fast: bool = Field(False, description="the ultra_fast preset: 12 fps, quarter resolution")
+    run_async: bool = Field(False, alias="async", description="answer 202 with a job id at once")
+
+    model_config = ConfigDict(populate_by_name=True)
 
     def to_video_request(self) -> VideoRequest:
         return VideoRequest(
             text=self.message, agent_type=self.agent_type, enable_parallel=self.enable_parallel,
             chunk_duration=self.chunk_duration, preset="ultra_fast" if self.use_ultra_fast else None,
         )  # fmt: skip
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="snake_case error code")
+    message: str = Field(description="what went wrong and how to fix it")
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status_url: str
+
+
+class JobStatus(BaseModel):
+    job_id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    progress: float = Field(ge=0, le=1)
+    frames_done: int
+    frames_total: int
+    eta_s: float | None = None
+    video_id: str | None = None
+    url: str | None = None
+    error: ErrorBody | None = None
 
 
 class AgentInfo(BaseModel):
@@ -139,11 +165,6 @@ class AvatarRecord(BaseModel):
     height: int
     face_box: list[int] = Field(description="y1 y2 x1 x2 of the first frame (official order)")
     kind: Literal["image", "video"]
-
-
-class ErrorBody(BaseModel):
-    error: str = Field(description="snake_case error code")
-    message: str = Field(description="what went wrong and how to fix it")
 
 
 class Health(BaseModel):

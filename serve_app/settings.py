@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     speech_memory_bytes: int = Field(64 * 1024 * 1024, ge=0)  #: object-store LRU for speech
     speech_disk_bytes: int = Field(512 * 1024 * 1024, ge=0)  #: disk LRU for speech
 
+    # Jobs (async renders)
+    job_poll_s: float = Field(0.5, gt=0)  #: how often a running job looks for a cancel request
+    job_stale_after_s: float = Field(600.0, gt=0)  #: a running job silent this long is marked failed
+
     # Edge
     api_key: str | None = Field(None, repr=False)  #: when set, every route but /healthz needs "Authorization: Bearer <key>"
     cors_origins: list[str] = Field(default_factory=list)  #: origins allowed by CORS (empty = CORS off)

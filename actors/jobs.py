@@ -1,0 +1,86 @@
+"""``JobRegistry`` deployment: the state of asynchronous renders, readable from any ingress.
+
+Jobs live here (and on disk, so a registry restart keeps them), never in an ingress
+replica's memory. The replica running a job reports progress as chunks finish; a
+cancel request is recorded here and picked up by that replica. A running job whose
+replica stops reporting is marked failed rather than left "running" forever.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ray import serve
+
+from wav2lip.errors import NotFound
+from wav2lip.storage import DiskStore
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+@serve.deployment(name="JobRegistry", max_ongoing_requests=256)
+class JobRegistry:
+    def __init__(self, data_dir: str, stale_after_s: float):
+        self.disk = DiskStore(Path(data_dir) / "jobs", suffix=".json")
+        self.stale_after_s = stale_after_s
+        self._jobs: dict[str, dict] = {}
+
+    def _load(self, job_id: str) -> dict:
+        job = self._jobs.get(job_id)
+        if job is None:
+            data = self.disk.get(job_id)
+            if data is None:
+                raise NotFound(f"job {job_id} does not exist")
+            job = self._jobs[job_id] = json.loads(data)
+        return job
+
+    def _save(self, job: dict) -> dict:
+        job["updated_at"] = time.time()
+        self.disk.put(job["job_id"], json.dumps(job).encode())
+        return job
+
+    def create(self, job_id: str) -> dict:
+        now = time.time()
+        self._jobs[job_id] = {"job_id": job_id, "status": "queued", "progress": 0.0, "frames_done": 0,
+                              "frames_total": 0, "eta_s": None, "video_id": None, "error": None,
+                              "created_at": now, "started_at": None, "cancel_requested": False}  # fmt: skip
+        return self._save(self._jobs[job_id])
+
+    def update(self, job_id: str, **fields) -> dict:
+        """Progress from the running replica; returns the job (so it sees a cancel request)."""
+        job = self._load(job_id)
+        if job["status"] in TERMINAL:
+            return job
+        job.update(fields)
+        if job["status"] == "running":
+            job["started_at"] = job["started_at"] or time.time()
+            done, total = job["frames_done"], job["frames_total"]
+            job["progress"] = round(done / total, 4) if total else 0.0
+            elapsed = time.time() - job["started_at"]
+            job["eta_s"] = round(elapsed * (total - done) / done, 2) if done else None
+        if job["status"] == "succeeded":
+            job["progress"], job["eta_s"], job["frames_done"] = 1.0, 0.0, job["frames_total"]
+        return self._save(job)
+
+    def get(self, job_id: str) -> dict:
+        job = self._load(job_id)
+        if job["status"] not in TERMINAL and time.time() - job["updated_at"] > self.stale_after_s:
+            job.update(status="failed", error={"error": "job_lost",
+                                               "message": "the replica running this job stopped; submit it again"})
+            self._save(job)
+        return {k: v for k, v in job.items() if k != "cancel_requested"}
+
+    def cancel(self, job_id: str) -> dict:
+        """Ask for cancellation; a job not yet running is cancelled at once."""
+        job = self._load(job_id)
+        if job["status"] not in TERMINAL:
+            job["cancel_requested"] = True
+            if job["status"] == "queued":
+                job["status"] = "cancelled"
+            self._save(job)
+        return self.get(job_id)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return self._load(job_id)["cancel_requested"]
