@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from collections import OrderedDict
 from pathlib import Path
 
 from ray import serve
 
 from wav2lip.avatar import DEFAULT_AVATAR_ID, DEFAULT_AVATAR_PATH, avatar_key, prepare_avatar
-from wav2lip.errors import NotFound
+from wav2lip.errors import Expired, NotFound
 from wav2lip.options import AvatarOptions
 from wav2lip.storage import DiskStore
 
@@ -30,9 +31,14 @@ def media_id(media: bytes) -> str:
 
 @serve.deployment(name="AvatarRegistry", max_ongoing_requests=32)
 class AvatarRegistry:
-    def __init__(self, data_dir: str, memory_items: int):
+    def __init__(self, data_dir: str, memory_items: int, retention_s: float, clock=time.time):
         root = Path(data_dir) / "avatars"
+        self.clock = clock
+        self.retention_s = retention_s
         self.media = DiskStore(root, suffix=".media")
+        # Per uploaded avatar: expiry and the prepared variants to delete with it.
+        self.owners = DiskStore(root, suffix=".owner")
+        self._owners: dict[str, dict] = {}
         self.records = DiskStore(root, suffix=".json")
         # Prepared avatars: object store LRU by count (~1 MB each for an image) over disk.
         self.prepared = TieredCache(root, memory_items * 8 * 1024 * 1024, 0, suffix=".npz")
@@ -42,33 +48,79 @@ class AvatarRegistry:
         self._lock = asyncio.Lock()
         self._default_media = DEFAULT_AVATAR_PATH.read_bytes()
 
+    def _owner(self, avatar_id: str) -> dict | None:
+        if avatar_id not in self._owners:
+            data = self.owners.get(avatar_id)
+            if data is None:
+                return None
+            self._owners[avatar_id] = json.loads(data)
+        return self._owners[avatar_id]
+
+    def _save_owner(self, avatar_id: str, owner: dict) -> None:
+        self._owners[avatar_id] = owner
+        self.owners.put(avatar_id, json.dumps(owner).encode())
+
     def _media(self, avatar_id: str) -> bytes:
         if avatar_id == DEFAULT_AVATAR_ID:
             return self._default_media
+        owner = self._owner(avatar_id)
+        if owner is None:
+            raise NotFound(f"avatar {avatar_id} does not exist (upload it with POST /v1/avatars)")
+        if "gone" not in owner and self.clock() >= owner["expires_at"]:
+            self._forget(avatar_id, tombstone="its retention period ended")
+            owner = self._owner(avatar_id)
+        if "gone" in owner:
+            raise Expired(f"avatar {avatar_id} is gone: {owner['gone']}; upload it again")
         data = self.media.get(avatar_id) or self._unsaved.get(avatar_id)
         if data is None:
             raise NotFound(f"avatar {avatar_id} does not exist (upload it with POST /v1/avatars)")
         return data
 
+    def _forget(self, avatar_id: str, tombstone: str | None = None) -> None:
+        """Remove the media and every prepared variant; keep a tombstone for a 410 if given."""
+        owner = self._owner(avatar_id) or {}
+        for key in owner.get("variants", ()):
+            self.prepared.delete(key)
+            self.records.delete(key)
+            self._summaries.pop(key, None)
+        self.media.delete(avatar_id)
+        self._unsaved.pop(avatar_id, None)
+        if tombstone:
+            self._save_owner(avatar_id, {"gone": tombstone})
+        else:
+            self._owners.pop(avatar_id, None)
+            self.owners.delete(avatar_id)
+
+    async def delete(self, avatar_id: str) -> None:
+        """Delete an uploaded avatar from memory, object store and disk (idempotent)."""
+        self._forget(avatar_id)
+
     async def variant(self, avatar_id: str, options: AvatarOptions) -> dict:
         """``{"key", "ref": [ObjectRef to Avatar bytes], "summary"}`` for this id and settings."""
-        return await self._prepare(self._media(avatar_id), options)
+        return await self._prepare(self._media(avatar_id), options, avatar_id)
 
     async def register(self, media: bytes, options: AvatarOptions = AvatarOptions()) -> dict:
         """Prepare uploaded media once (a face must be found) and keep it; same bytes, same id.
 
         Returns the variant (as ``variant``) plus ``record``, the API's avatar record.
         """
-        prepared = await self._prepare(media, options)
         avatar_id = media_id(media)
+        prepared = await self._prepare(media, options)
+        owner = self._owner(avatar_id)
+        variants = [] if owner is None or "gone" in owner else owner["variants"]
+        self._save_owner(avatar_id, {"created_at": self.clock(), "expires_at": self.clock() + self.retention_s,
+                                     "variants": sorted(set(variants) | {prepared["key"]})})  # fmt: skip
         if not self.media.contains(avatar_id) and not self.media.put(avatar_id, media):
             self._unsaved[avatar_id] = media  # the disk refused it: keep serving it from memory
             while len(self._unsaved) > self._memory_items:
                 self._unsaved.popitem(last=False)
         return {**prepared, "record": self._record(avatar_id, prepared["summary"])}
 
-    async def _prepare(self, media: bytes, options: AvatarOptions) -> dict:
+    async def _prepare(self, media: bytes, options: AvatarOptions, avatar_id: str | None = None) -> dict:
         key = avatar_key(media, options)
+        owner = self._owner(avatar_id) if avatar_id else None
+        if owner is not None and key not in owner["variants"]:  # so deleting the avatar finds it
+            self._save_owner(avatar_id, {**owner, "variants": sorted({*owner["variants"], key})})
         ref = self.prepared.get(key)
         if ref is None:
             async with self._lock:  # one preparation at a time; a second asker reuses it
@@ -82,7 +134,7 @@ class AvatarRegistry:
             record = self.records.get(key)
             if record is None:  # record lost: prepare again (cheap for the rare case)
                 self.prepared.delete(key)
-                return await self._prepare(media, options)
+                return await self._prepare(media, options, avatar_id)
             self._summaries[key] = json.loads(record)
         return {"key": key, "ref": [ref], "summary": self._summaries[key]}
 
@@ -90,8 +142,15 @@ class AvatarRegistry:
         return self._record(avatar_id, (await self.variant(avatar_id, AvatarOptions()))["summary"])
 
     async def list(self) -> list[dict]:
-        ids = [DEFAULT_AVATAR_ID] + [key for key, _, _ in self.media.entries()] + list(self._unsaved)
-        return [await self.describe(i) for i in ids]
+        ids = {key for key, _, _ in self.owners.entries()} | set(self._owners)
+        live = [i for i in sorted(ids) if "gone" not in (self._owner(i) or {"gone": 1})]
+        out = [await self.describe(DEFAULT_AVATAR_ID)]
+        for avatar_id in live:
+            try:
+                out.append(await self.describe(avatar_id))
+            except NotFound:  # expired (or lost) since listed
+                continue
+        return out
 
     @staticmethod
     def _record(avatar_id: str, summary: dict) -> dict:

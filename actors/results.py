@@ -1,45 +1,99 @@
-"""``ResultCache`` deployment: finished videos and their records, by result key."""
+"""``ResultCache`` deployment: finished videos and their records, by result key.
+
+Each record carries ``expires_at`` (the retention): a URL handed out stays valid until
+then. Space is freed from expired videos first; an unexpired one evicted under disk
+pressure leaves a tombstone, so its URL answers 410 (not a silent 404). Deleted
+videos are forgotten (404).
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from ray import serve
+
+from wav2lip.errors import Expired
+from wav2lip.storage import DiskStore
 
 from .cache import TieredCache
 
 
 @serve.deployment(name="ResultCache", max_ongoing_requests=64)
 class ResultCache:
-    def __init__(self, data_dir: str, memory_bytes: int, disk_bytes: int):
+    def __init__(self, data_dir: str, memory_bytes: int, disk_bytes: int, retention_s: float, clock=time.time):
         root = Path(data_dir) / "results"
+        self.clock = clock
+        self.retention_s = retention_s
+        self.records = DiskStore(root, suffix=".json")  # small: all kept in memory too
+        self._records: dict[str, dict] = {}
         self.videos = TieredCache(root, memory_bytes, disk_bytes, suffix=".mp4")
-        self.records = TieredCache(root, memory_bytes // 64, 0, suffix=".json")
+        self.videos.disk.expired = self._expired
+        self.videos.disk.on_evict = lambda key: self._tombstone(
+            key, "its retention period ended" if self._expired(key) else "evicted to free disk space"
+        )
         # upload-bytes key -> result key: a repeated upload is answered without decoding it
         self.aliases = TieredCache(root, memory_bytes // 256, 0, suffix=".alias")
 
-    async def get(self, key: str) -> dict | None:
-        """``{"video": [ref], "record": dict}`` for a cached result, else None."""
-        video = self.videos.get(key)
-        record = self.records.get(key)
-        if video is None or record is None:
+    def _record(self, key: str) -> dict | None:
+        if key not in self._records:
+            data = self.records.get(key)
+            if data is None:
+                return None
+            self._records[key] = json.loads(data)
+        return self._records[key]
+
+    def _save(self, key: str, record: dict) -> None:
+        self._records[key] = record
+        self.records.put(key, json.dumps(record).encode())
+
+    def _expired(self, key: str) -> bool:
+        record = self._record(key)
+        return record is None or self.clock() >= record.get("expires_at", 0)
+
+    def _tombstone(self, key: str, reason: str) -> None:
+        self._save(key, {**(self._record(key) or {}), "gone": reason})
+
+    def _check(self, key: str) -> dict | None:
+        """The live record, None if unknown, ``Expired`` if its time is over or it was evicted."""
+        record = self._record(key)
+        if record is None:
             return None
-        return {"video": [video], "record": json.loads(await record)}
+        if "gone" not in record and self.clock() >= record.get("expires_at", float("inf")):
+            self.videos.delete(key)
+            self._tombstone(key, "its retention period ended")
+            record = self._record(key)
+        if "gone" in record:
+            raise Expired(f"video {key} is gone: {record['gone']}; render it again")
+        return record
+
+    async def get(self, key: str) -> dict | None:
+        """``{"video": [ref], "record": dict}`` for a live result; None if unknown; 410 if gone."""
+        record = self._check(key)
+        if record is None:
+            return None
+        video = self.videos.get(key)
+        if video is None:
+            return None
+        return {"video": [video], "record": record}
 
     async def find(self, alias: str) -> dict | None:
-        """``{"key", "record"}`` of the result an alias points to, if it is still cached."""
+        """``{"key", "record"}`` of the live result an alias points to."""
         ref = self.aliases.get(alias)
         if ref is None:
             return None
         key = (await ref).decode()
-        record = self.records.get(key)
+        try:
+            record = self._check(key)
+        except Expired:
+            return None
         if record is None or self.videos.get(key) is None:  # verified (checksum) on a disk read
             return None
-        return {"key": key, "record": json.loads(await record)}
+        return {"key": key, "record": record}
 
     async def put(self, key: str, video: bytes, record: dict, alias: str | None = None) -> None:
-        self.records.put(key, json.dumps(record).encode())
+        self._save(key, {**record, "created_at": self.clock(), "expires_at": self.clock() + self.retention_s})
         self.videos.put(key, video)
         if alias:
             await self.put_alias(alias, key)
@@ -48,7 +102,9 @@ class ResultCache:
         self.aliases.put(alias, key.encode())
 
     async def delete(self, key: str) -> None:
+        """Forget the video (idempotent): later lookups answer 404."""
         self.videos.delete(key)
+        self._records.pop(key, None)
         self.records.delete(key)
 
     def stats(self) -> dict:

@@ -51,9 +51,11 @@ def build_app(args: dict | Settings | None = None) -> Application:
     ).bind(settings.render.options(settings.torch_threads()), str(settings.checkpoint_dir), settings.checkpoint_name,
            settings.ffmpeg_binary, gpus)  # fmt: skip
     combiner = Combiner.options(ray_actor_options=small).bind(settings.ffmpeg_binary)
-    avatars = AvatarRegistry.options(ray_actor_options=small).bind(str(settings.data_dir), settings.avatar_memory_items)
+    avatars = AvatarRegistry.options(ray_actor_options=small).bind(
+        str(settings.data_dir), settings.avatar_memory_items, settings.retention_s
+    )
     results = ResultCache.options(ray_actor_options=small).bind(
-        str(settings.data_dir), settings.result_memory_bytes, settings.result_disk_bytes
+        str(settings.data_dir), settings.result_memory_bytes, settings.result_disk_bytes, settings.retention_s
     )
     tts_scaling = (
         {"autoscaling_config": {"min_replicas": settings.tts_replicas, "max_replicas": settings.max_tts_replicas}}

@@ -11,6 +11,7 @@ from wav2lip.errors import (
     CheckpointError,
     EmptyText,
     EncodeError,
+    Expired,
     InputError,
     InputTooLarge,
     InvalidSettings,
@@ -49,6 +50,7 @@ class RenderFailed(Wav2LipError):
 STATUS: dict[type[Wav2LipError], int] = {
     InputError: 400,
     NotFound: 404,
+    Expired: 410,
     InputTooLarge: 413,
     UnsupportedMedia: 415,
     InvalidSettings: 422,

@@ -20,7 +20,7 @@ from ray.serve.exceptions import BackPressureError
 
 from actors.lipsync import ChunkJob, ChunkResult
 from wav2lip.audio import frame_count, load_audio, melspectrogram, official_frame_count
-from wav2lip.errors import InputError, NotFound, Wav2LipError
+from wav2lip.errors import Expired, InputError, NotFound, Wav2LipError
 from wav2lip.hparams import HOP_LENGTH, MEL_STEP, N_FFT
 from wav2lip.options import AvatarOptions, EncodeOptions, preset
 from wav2lip.storage import content_key
@@ -171,7 +171,10 @@ class VideoGenerator:
 
     async def _render_audio(self, r: _Render, samples: np.ndarray) -> VideoResponse:
         key = self._key(r, samples)
-        cached = await self.results.get.remote(key)
+        try:
+            cached = await self.results.get.remote(key)
+        except Expired:  # rendered before, retention over: render afresh
+            cached = None
         if cached is not None:
             if r.alias:
                 await self.results.put_alias.remote(r.alias, key)

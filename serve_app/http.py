@@ -18,7 +18,7 @@ from .errors import Overloaded, error_body, error_code, status_for
 
 log = logging.getLogger("ray.serve")
 
-_HTTP_CODES = {400: "malformed_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+_HTTP_CODES = {400: "malformed_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
                413: "input_too_large", 415: "unsupported_media", 416: "range_not_satisfiable", 503: "not_ready"}  # fmt: skip
 
 

@@ -7,11 +7,12 @@ signatures at run time, and string annotations on the class methods do not resol
 
 import logging
 
-from fastapi import FastAPI, File, Form, Path, Query, Request, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Path, Query, Request, UploadFile
 from pydantic import ValidationError
 from ray import serve
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
+from wav2lip.avatar import DEFAULT_AVATAR_ID
 from wav2lip.errors import InvalidSettings, UnsupportedMedia
 from wav2lip.ffmpeg import set_ffmpeg_binary
 from wav2lip.options import AvatarOptions
@@ -189,6 +190,18 @@ class Ingress:
     @api.get("/v1/avatars/{avatar_id}", response_model=AvatarRecord, summary="Describe one avatar")
     async def get_avatar(self, avatar_id: str = Path(pattern=AVATAR_ID_PATTERN)) -> AvatarRecord:
         return AvatarRecord(**await self.avatars.describe.remote(avatar_id))
+
+    @api.delete("/v1/avatars/{avatar_id}", status_code=204, summary="Delete an uploaded avatar (idempotent)")
+    async def delete_avatar(self, avatar_id: str = Path(pattern=AVATAR_ID_PATTERN)) -> Response:
+        if avatar_id == DEFAULT_AVATAR_ID:
+            raise HTTPException(403, "the default avatar cannot be deleted")
+        await self.avatars.delete.remote(avatar_id)
+        return Response(status_code=204)
+
+    @api.delete("/v1/videos/{video_id}", status_code=204, summary="Delete a video (idempotent)")
+    async def delete_video(self, video_id: str = Path(pattern=VIDEO_ID_PATTERN)) -> Response:
+        await self.generator.results.delete.remote(video_id)
+        return Response(status_code=204)
 
     @api.get("/healthz", response_model=Health, summary="Liveness and what renders")
     async def healthz(self) -> Health:

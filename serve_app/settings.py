@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     inject_chunk_delay_s: float = Field(0.0, ge=0)  #: seconds a worker waits before rendering a chunk
     inject_delay_attempts: int = Field(0, ge=0)  #: attempts delayed per chunk (0 = every attempt)
 
+    # Retention: uploaded avatars and rendered videos (their URLs stay valid until then)
+    retention_s: float = Field(24 * 3600.0, gt=0)
+
     # Caches
     data_dir: Path = Path("data")  #: avatars/, results/ (a shared mount in a cluster)
     result_memory_bytes: int = Field(256 * 1024 * 1024, ge=0)  #: object-store LRU budget

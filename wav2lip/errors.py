@@ -80,6 +80,12 @@ class NotFound(Wav2LipError):
     code = "not_found"
 
 
+class Expired(NotFound):
+    """The item existed but its retention ended, or it was evicted to free space."""
+
+    code = "expired"
+
+
 class CheckpointError(Wav2LipError):
     """A checkpoint file is missing, truncated or does not match the model."""
 

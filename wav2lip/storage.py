@@ -62,8 +62,12 @@ def atomic_write(path: str | Path, data: bytes) -> None:
 class DiskStore:
     """A folder of checksummed entries with an LRU byte budget (``max_bytes`` 0 = unbounded)."""
 
-    def __init__(self, root: str | Path, max_bytes: int = 0, suffix: str = ".bin"):
+    def __init__(self, root: str | Path, max_bytes: int = 0, suffix: str = ".bin", on_evict=None, expired=None):
+        """``expired(key) -> bool`` entries go first when space is needed; ``on_evict(key)``
+        hears about every entry evicted for space (so the owner can say so, not fail silently)."""
         self.root = Path(root)
+        self.on_evict = on_evict
+        self.expired = expired
         self.max_bytes = max_bytes
         self.suffix = suffix
         self._lock = threading.Lock()
@@ -147,10 +151,16 @@ class DiskStore:
         with self._lock:
             entries = self.entries()
             total = sum(size for _, size, _ in entries)
+            if total <= self.max_bytes:
+                return
+            if self.expired is not None:  # expired entries first, then least recently used
+                entries.sort(key=lambda e: not self.expired(e[0]))
             for key, size, _ in entries:
                 if total <= self.max_bytes:
                     break
                 if self.delete(key):
                     total -= size
                     log.info("disk cache evicted %s (%d bytes)", key, size)
+                    if self.on_evict is not None:
+                        self.on_evict(key)
 
