@@ -50,7 +50,9 @@ def build_app(args: dict | Settings | None = None) -> Application:
         **scaling,
     ).bind(settings.render.options(settings.torch_threads()), str(settings.checkpoint_dir), settings.checkpoint_name,
            settings.ffmpeg_binary, gpus)  # fmt: skip
-    combiner = Combiner.options(ray_actor_options=small).bind(settings.ffmpeg_binary)
+    combiner = Combiner.options(ray_actor_options=small, num_replicas=settings.combiner_replicas).bind(
+        settings.ffmpeg_binary
+    )
     avatars = AvatarRegistry.options(ray_actor_options=small).bind(
         str(settings.data_dir), settings.avatar_memory_items, settings.retention_s
     )

@@ -180,7 +180,7 @@ class VideoGenerator:
                 await self.results.put_alias.remote(r.alias, key)
             return self._response(r, key, cached["record"]["n_frames"], cached["record"]["chunks"], 0, True)
         t = time.perf_counter()
-        mel = melspectrogram(samples)
+        mel = await asyncio.to_thread(melspectrogram, samples)
         r.stages["mel"] = time.perf_counter() - t
         r.dispatch(self, mel, 0, frame_count(len(samples), r.fps))
         return await self._finish(r, key, samples)
@@ -206,7 +206,7 @@ class VideoGenerator:
                 safe = official_frame_count(final_cols, r.fps) - 1 if final_cols >= MEL_STEP else 0
                 ready = sent + (safe - sent) // chunk_frames * chunk_frames
                 if ready > sent:
-                    r.dispatch(self, melspectrogram(np.concatenate(parts)), sent, ready)
+                    r.dispatch(self, await asyncio.to_thread(melspectrogram, np.concatenate(parts)), sent, ready)
                     sent = ready
         except BaseException:
             r.cancel()
@@ -214,7 +214,7 @@ class VideoGenerator:
         r.stages["tts"] = time.perf_counter() - t_tts
         samples = np.concatenate(parts)
         t = time.perf_counter()
-        mel = melspectrogram(samples)
+        mel = await asyncio.to_thread(melspectrogram, samples)
         r.stages["mel"] = time.perf_counter() - t
         r.dispatch(self, mel, sent, frame_count(len(samples), r.fps))
         return await self._finish(r, self._key(r, samples), samples)

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     upscale_delay_s: float = Field(5.0, ge=0)  #: sustained load before adding a worker
     downscale_delay_s: float = Field(60.0, ge=0)  #: idle time before removing one
     service_cpus: float = Field(0.1, gt=0, le=64)  #: logical CPUs of ingress, combiner, registry, cache
+    combiner_replicas: int = Field(1, ge=1)  #: each muxes whole requests; add more as traffic grows
 
     # Requests
     chunk_duration_s: float = Field(3.0, gt=0, le=60)  #: seconds of output per chunk
