@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -51,19 +52,46 @@ def _rss_mb(pid: int) -> dict:
     return out
 
 
-def run(quick: bool = False) -> dict:
+def random_checkpoint_dir(tmp: Path) -> Path:
+    """A checkpoints/ folder holding a random official-format wav2lip_gan.pth (the real model's cost)."""
+    from wav2lip import random_state_dict, save_official_checkpoint
+
+    (tmp / "ckpt").mkdir(exist_ok=True)
+    save_official_checkpoint(random_state_dict(0), tmp / "ckpt" / "wav2lip_gan.pth")
+    return tmp / "ckpt"
+
+
+@contextmanager
+def local_service(**settings):
+    """A local Ray + the app on a loopback port; yields (base url, Settings)."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import httpx
     import ray
     from ray import serve
 
     from serve_app.app import APP_NAME, build_app
     from serve_app.settings import Settings
-    from wav2lip import lip_sync, load_checkpoint, random_state_dict, save_official_checkpoint
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _temp_dir=tempfile.mkdtemp(prefix="rb", dir="/tmp"))
+    port = 8123
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    config = Settings(**settings)
+    serve.run(build_app(config), name=APP_NAME, route_prefix="/")
+    try:
+        yield f"http://127.0.0.1:{port}", config
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def run(quick: bool = False) -> dict:
+    import httpx
+    from ray import serve
+
+    from serve_app.app import APP_NAME
+    from wav2lip import lip_sync, load_checkpoint
 
     tmp = Path(tempfile.mkdtemp(prefix="w2l-bench-"))
-    (tmp / "ckpt").mkdir()
-    checkpoint = save_official_checkpoint(random_state_dict(0), tmp / "ckpt" / "wav2lip_gan.pth")
+    checkpoint = random_checkpoint_dir(tmp) / "wav2lip_gan.pth"
     samples, _ = sf.read(AUDIO, dtype="float32")
     repeats = 2 if quick else 3
     results: dict = {"audio_s": len(samples) / 16000}
@@ -78,13 +106,8 @@ def run(quick: bool = False) -> dict:
     results["engine"] = {"seconds_warm": min(engine_s[1:]), "precision": res.precision, "frames": res.n_frames}
     del model
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _temp_dir=tempfile.mkdtemp(prefix="rb", dir="/tmp"))
-    port = 8123
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    settings = Settings(checkpoint_dir=tmp / "ckpt", data_dir=tmp / "data")
-    serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
-    url = f"http://127.0.0.1:{port}/v1/videos"
-    try:
+    with local_service(checkpoint_dir=tmp / "ckpt", data_dir=tmp / "data") as (base, settings):
+        url = f"{base}/v1/videos"
         with httpx.Client(timeout=600) as client:
             def post(body: bytes) -> dict:
                 r = client.post(url, files={"audio": ("a.wav", body, "audio/wav")})
@@ -127,9 +150,6 @@ def run(quick: bool = False) -> dict:
         results["settings"] = {"workers": settings.workers, "chunk_duration_s": settings.chunk_duration_s,
                                "threads": settings.torch_threads(), "renderer": info["renderer"],
                                "precision": info["precision"]}  # fmt: skip
-    finally:
-        serve.shutdown()
-        ray.shutdown()
     return results
 
 

@@ -79,7 +79,10 @@ def load_audio(source: str | Path | bytes, max_seconds: float | None = None) -> 
         if "does not contain any stream" in exc.stderr_tail or "matches no streams" in exc.stderr_tail:
             raise AudioDecodeError("the file holds no audio stream") from None
         if "not on whitelist" in exc.stderr_tail:
-            raise UnsupportedMedia("the audio is in a container we do not read (playlists and lists are refused)") from None
+            raise UnsupportedMedia(
+                "the file is not in a supported audio format (wav, mp3, m4a/aac, ogg/opus, flac, webm, mp4); "
+                "playlists and file lists are refused"
+            ) from None
         log.info("audio decode failed: %s", exc.stderr_tail.strip()[-300:])
         raise AudioDecodeError("could not decode the audio: not an audio file, or truncated") from None
     samples = np.frombuffer(raw, dtype=np.float32).copy()

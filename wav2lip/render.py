@@ -70,7 +70,11 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 class Renderer:
-    """A generator on a device, rendering batches of output frames."""
+    """A generator on a device, rendering batches of output frames.
+
+    The generator is moved (and, for half precision on CUDA, converted) in place: give
+    each Renderer its own model instance.
+    """
 
     def __init__(self, generator: torch.nn.Module, options: RenderOptions = RenderOptions()):
         self.device = resolve_device(options.device)
@@ -87,6 +91,10 @@ class Renderer:
         model = generator.eval().to(self.device, memory_format=weights_format)
         if self.device.type == "cuda" and self.precision in ("fp16", "bf16"):
             model = model.to(torch.float16 if self.precision == "fp16" else torch.bfloat16)
+        if self.device.type == "cuda" and self.precision == "fp32":
+            # "fp32 is exact": no TF32 tensor-core shortcuts (process-wide; a worker owns its process).
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self.model = model
         param = next(model.parameters(), None)  # the weights-free generator has none
         self._in_dtype = param.dtype if param is not None else torch.float32

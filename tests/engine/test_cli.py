@@ -1,0 +1,92 @@
+"""``python -m wav2lip``: the command line, with the official script's option spellings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import imageio_ffmpeg
+import pytest
+
+pytestmark = pytest.mark.timeout(180)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def short_wav(tmp_path_factory, data_dir) -> Path:
+    """The first 1.2 s of the speech fixture (30 frames at 25 fps, 15 at the ultra_fast 12 fps)."""
+    with wave.open(str(data_dir / "speech_9s.wav")) as src:
+        params, pcm = src.getparams(), src.readframes(19_200)
+    path = tmp_path_factory.mktemp("cli-audio") / "short.wav"
+    with wave.open(str(path), "wb") as dst:
+        dst.setparams(params)
+        dst.writeframes(pcm)
+    return path
+
+
+def cli(cwd: Path, *args) -> subprocess.CompletedProcess:
+    """Run the CLI in ``cwd`` (an empty folder: no ``checkpoints/`` to find)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "wav2lip", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=150)  # fmt: skip
+
+
+def test_defaults_use_the_fallback(tmp_path, short_wav):
+    proc = cli(tmp_path, "--audio", short_wav, "--out", "out.mp4", "--quiet", "--preset", "ultra_fast")
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "out.mp4"
+    assert out.is_file()
+    assert "renderer fallback" in proc.stdout
+    assert "15 frames at 12 fps" in proc.stdout
+    assert imageio_ffmpeg.count_frames_and_secs(str(out))[0] == 15
+    assert "frames" not in proc.stderr  # --quiet: no progress bar
+
+
+def test_official_option_spellings(tmp_path, short_wav, random_checkpoint):
+    proc = cli(tmp_path, "--audio", short_wav, "--outfile", "result_voice.mp4", "--checkpoint_path", random_checkpoint,
+               "--resize_factor", "4", "--wav2lip_batch_size", "8", "--quiet")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "result_voice.mp4"
+    assert out.is_file()
+    assert "renderer wav2lip" in proc.stdout
+    assert "30 frames at 25 fps" in proc.stdout
+    assert imageio_ffmpeg.count_frames_and_secs(str(out))[0] == 30
+    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True)
+    assert "128x128" in probe.stderr  # the official resize_factor: output at the reduced size
+
+
+def test_progress_bar_without_quiet(tmp_path, short_wav):
+    proc = cli(tmp_path, "--audio", short_wav, "--out", "bar.mp4", "--preset", "ultra_fast")
+    assert proc.returncode == 0, proc.stderr
+    assert "15/15 frames" in proc.stderr
+
+
+def test_lossless_writes_mkv(tmp_path, short_wav):
+    proc = cli(tmp_path, "--audio", short_wav, "--out", "exact.mp4", "--lossless", "--quiet", "--resize_factor", "4")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "exact.mkv").is_file()
+    assert not (tmp_path / "exact.mp4").exists()
+    assert "exact.mkv" in proc.stdout
+
+
+def test_missing_checkpoint(tmp_path, short_wav):
+    missing = tmp_path / "nowhere" / "wav2lip_gan.pth"
+    proc = cli(tmp_path, "--audio", short_wav, "--out", "out.mp4", "--checkpoint_path", missing, "--quiet")
+    assert proc.returncode == 2
+    assert str(missing) in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_bad_audio(tmp_path):
+    bad = tmp_path / "speech.wav"
+    bad.write_text("this is not a wav file\n")
+    proc = cli(tmp_path, "--audio", bad, "--out", "out.mp4", "--quiet", "--preset", "ultra_fast")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ")
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["speech.wav"]
