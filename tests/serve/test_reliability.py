@@ -128,6 +128,22 @@ def test_burst_beyond_queue_gets_503_with_retry_after(url, tmp_path, speech_clip
     for r, _ in shed:
         assert r.headers["retry-after"] == "3" and r.json()["error"] == "overloaded"
     assert max(t for _, t in shed) < max(t for _, t in served)  # shed at once, not after queueing
+    peaks = replica_peak_rss_mb("Ingress")
+    assert peaks and max(peaks) < 2048, peaks  # generous: only unbounded buffering would pass it
+
+
+def replica_peak_rss_mb(deployment: str) -> list[float]:
+    """Peak resident memory (VmHWM) of each running replica process of ``deployment``."""
+    peaks = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")[0].decode()
+            if cmd.startswith(f"ray::ServeReplica:lipsync:{deployment}"):
+                status = (proc / "status").read_text()
+                peaks.append(int(status.split("VmHWM:")[1].split()[0]) / 1024)
+        except (OSError, IndexError, ValueError):
+            continue
+    return peaks
 
 
 def _png_header(width: int, height: int) -> bytes:
