@@ -33,7 +33,7 @@ from .schemas import Stats, VideoRequest, VideoResponse
 from .settings import Settings
 
 log = logging.getLogger("ray.serve")
-_RESULT_VERSION = 2  #: bump when the output for the same inputs changes
+_RESULT_VERSION = 3  #: bump when the output for the same inputs changes
 
 
 @dataclass
@@ -127,14 +127,18 @@ class VideoGenerator:
             if req.avatar is None and req.avatar_id == "default":
                 updates["avatar_id"] = persona.avatar
             req = req.model_copy(update=updates)
-        render = await self._start(req, t_start)
-        render.job_id = job_id
+        enc, opts = self._settings_of(req)
+        alias = None
+        if req.text is None:  # the same upload again is answered without the registry or a decode
+            alias = await self._alias(req, enc, opts)
+            found = await self.results.find.remote(alias)
+            if found is not None:
+                record = found["record"]
+                hit = _Render(req, enc, {}, record["fps"], await self.info(), self._chunk_s(req), t_start)
+                return self._response(hit, found["key"], record["n_frames"], record["chunks"], 0, True)
+        render = await self._start(req, enc, opts, t_start)
+        render.job_id, render.alias = job_id, alias
         if req.text is None:
-            render.alias = self._key(render, hashlib.sha256(req.audio).digest())
-            found = await self.results.find.remote(render.alias)
-            if found is not None:  # the same upload again: answered without decoding it
-                return self._response(render, found["key"], found["record"]["n_frames"], found["record"]["chunks"],
-                                      0, True)  # fmt: skip
             t = time.perf_counter()
             samples = await asyncio.to_thread(load_audio, req.audio, self.settings.max_audio_s)
             render.stages["decode"] = time.perf_counter() - t
@@ -148,24 +152,35 @@ class VideoGenerator:
         render.stages["tts"] = time.perf_counter() - t
         return await self._render_audio(render, samples)
 
-    async def _start(self, req: VideoRequest, t_start: float) -> _Render:
+    def _settings_of(self, req: VideoRequest) -> tuple[EncodeOptions, AvatarOptions]:
         enc = preset(req.preset or self.settings.default_preset, lossless=req.lossless or None)
         opts = AvatarOptions(pads=req.pads or AvatarOptions().pads, box=req.box, smooth=not req.nosmooth,
                              resize_factor=enc.resize_factor)  # fmt: skip
+        return enc, opts
+
+    def _chunk_s(self, req: VideoRequest) -> float:
+        return req.chunk_duration or self.settings.chunk_duration_s
+
+    async def _alias(self, req: VideoRequest, enc: EncodeOptions, opts: AvatarOptions) -> str:
+        """Result key by what the request says (upload digests, ids, settings), before any work."""
+        info = await self.info()
+        avatar = hashlib.sha256(req.avatar).hexdigest() if req.avatar is not None else req.avatar_id
+        return content_key("alias", _RESULT_VERSION, hashlib.sha256(req.audio).digest(), avatar, asdict(opts),
+                           req.fps, req.loop, asdict(enc), info["model_id"], info["renderer"], info["precision"])  # fmt: skip
+
+    async def _start(self, req: VideoRequest, enc: EncodeOptions, opts: AvatarOptions, t_start: float) -> _Render:
         if req.avatar is not None:
             variant = await self.avatars.register.remote(req.avatar, opts)
         else:
             variant = await self.avatars.variant.remote(req.avatar_id, opts)
         summary = variant["summary"]
         fps = float(req.fps or summary.get("fps") or enc.fps)  # explicit, else the video's, else the preset's
-        return _Render(req, enc, variant, fps, await self.info(), req.chunk_duration or self.settings.chunk_duration_s,
-                       t_start)  # fmt: skip
+        return _Render(req, enc, variant, fps, await self.info(), self._chunk_s(req), t_start)
 
-    def _key(self, r: _Render, audio: np.ndarray | bytes) -> str:
-        """Result key: avatar variant, audio (samples, or an upload's digest), model, settings."""
-        data = audio.tobytes() if isinstance(audio, np.ndarray) else audio
+    def _key(self, r: _Render, samples: np.ndarray) -> str:
+        """Result key: avatar variant, audio samples, model, settings."""
         return content_key(
-            "video", _RESULT_VERSION, r.variant["key"], data, r.info["model_id"], r.info["renderer"],
+            "video", _RESULT_VERSION, r.variant["key"], samples.tobytes(), r.info["model_id"], r.info["renderer"],
             r.info["precision"], r.fps, r.req.loop, asdict(r.enc),
         )  # fmt: skip
 
@@ -238,7 +253,8 @@ class VideoGenerator:
             r.stages["first_chunk"] = r.first_chunk_s
         nodes = sorted({res.node_id for res in results})
         n_frames = frame_count(len(samples), r.fps)
-        await self.results.put.remote(key, video, {"chunks": len(results), "nodes": nodes, "n_frames": n_frames}, r.alias)
+        record = {"chunks": len(results), "nodes": nodes, "n_frames": n_frames, "fps": r.fps}
+        await self.results.put.remote(key, video, record, r.alias)
         response = self._response(r, key, n_frames, len(results), retries, False, nodes)
         log.info("request %s: %d chunks, %.2f s (rtf %.2f)", r.request_id, len(results),
                  response.stats.total_processing_time, response.stats.real_time_factor)  # fmt: skip

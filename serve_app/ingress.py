@@ -44,7 +44,7 @@ api = FastAPI(
     title="Wav2Lip talking-head service",
     version="1.0.0",
     description="Text or audio in, a lip-synced MP4 of an avatar out. Errors are JSON {error, message}.",
-    responses={s: {"model": ErrorBody} for s in sorted(set(STATUS.values()) | {400, 422})},
+    responses={s: {"model": ErrorBody} for s in sorted(set(STATUS.values()) | {400, 401, 403, 416, 422})},
 )
 install_error_handlers(api)
 #: API key, CORS and the streaming upload limit; added at import (Starlette freezes

@@ -130,6 +130,8 @@ def test_burst_beyond_queue_gets_503_with_retry_after(url, tmp_path, speech_clip
     assert max(t for _, t in shed) < max(t for _, t in served)  # shed at once, not after queueing
     peaks = replica_peak_rss_mb("Ingress")
     assert peaks and max(peaks) < 2048, peaks  # generous: only unbounded buffering would pass it
+    print(f"\nburst: {len(done)} requests, {len(shed)} shed with 503, {len(served)} served; "
+          f"ingress peak RSS {max(peaks):.0f} MB")  # figures for docs/reliability.md (pytest -s)
 
 
 def replica_peak_rss_mb(deployment: str) -> list[float]:
