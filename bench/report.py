@@ -166,6 +166,10 @@ def scale_section(data: dict) -> list[str]:
     out = [f"## Scale curve: worker replicas with {r['concurrent_requests']} concurrent 9 s requests",
            format_table("Throughput by replica count", ["workers", "torch threads each", "output s/s", "mean latency s"],
                         [[int(k), v["torch_threads"], v["output_s_per_s"], v["mean_latency_s"]] for k, v in reps.items()])]  # fmt: skip
+    if "split" in r:
+        out.append(format_table("One request on 2 workers: whole vs split in two chunks (seconds)",
+                                ["clip s", "one chunk", "two chunks"],
+                                [[float(k), v["one_chunk"], v["two_chunks"]] for k, v in r["split"].items()]))  # fmt: skip
     xs = [int(k) for k in reps]
     out.append(_plot("scale_replicas", lambda ax: (ax.plot(xs, [v["output_s_per_s"] for v in reps.values()], marker="o"),
                                                    ax.set_xlabel("worker replicas"), ax.set_ylabel("output s / wall s"))))  # fmt: skip

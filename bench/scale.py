@@ -54,7 +54,35 @@ def run(quick: bool = False) -> dict:
             throughput, latency = asyncio.run(burst(10_000 * workers + 100))
             results["replicas"][str(workers)] = {"output_s_per_s": throughput, "mean_latency_s": latency,
                                                  "torch_threads": settings.torch_threads()}  # fmt: skip
+            if workers == 2:
+                results["split"] = split_threshold(url, samples)
     return results
+
+
+def split_threshold(url: str, samples) -> dict:
+    """Latency of one request, whole vs split in two chunks, by clip length (2 workers).
+
+    Where splitting stops paying is the ``single_chunk_below_s`` setting's measure.
+    """
+    import httpx
+
+    out = {}
+    with httpx.Client(timeout=600) as client:
+        for seconds in (1.0, 2.0, 4.0, 8.0):
+            clip = samples[: int(seconds * 16000)]
+            row = {}
+            for mode, fields in (("one_chunk", {"enable_parallel": "false"}),
+                                 ("two_chunks", {"chunk_duration": str(seconds / 2)})):  # fmt: skip
+                best = None
+                for rep in range(2):
+                    body = _variant(clip, 20_000 + int(seconds * 100) + rep * 7 + len(mode))
+                    t = time.perf_counter()
+                    client.post(url, files={"audio": ("a.wav", body, "audio/wav")}, data=fields).raise_for_status()
+                    took = time.perf_counter() - t
+                    best = took if best is None else min(best, took)
+                row[mode] = best
+            out[f"{seconds:g}"] = row
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
                 "output s/s", "mean latency s"],
                 [[int(k), v["torch_threads"], v["output_s_per_s"], v["mean_latency_s"]]
                  for k, v in results["replicas"].items()])  # fmt: skip
+    if "split" in results:
+        print_table("one request on 2 workers: whole vs split in two (seconds)", ["clip s", "one chunk", "two chunks"],
+                    [[float(k), v["one_chunk"], v["two_chunks"]] for k, v in results["split"].items()])  # fmt: skip
     print(f"\nwrote {write_result('scale', args.device, results, machine_info('cpu'))}")
     return 0
 

@@ -57,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://{args.host}:{args.port}"
     print(f"lip-sync service ready at {url}  (renderer: {kind}; API docs {url}/docs; Ctrl-C stops)", flush=True)
     if args.host in ("127.0.0.1", "localhost", "::1"):
-        print("listening on loopback only; use --host 0.0.0.0 to serve other machines", flush=True)
+        print("listening on loopback only; use --host 0.0.0.0 (with W2L_API_KEY set) to serve other machines",
+              flush=True)  # fmt: skip
+    elif not settings.api_key:
+        print("WARNING: serving on a public address without an API key (set W2L_API_KEY)", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -33,7 +33,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _engine_error(request: Request, exc: Wav2LipError):
         status = status_for(exc)
         headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
-        if status >= 500:
+        if status >= 500 and status != 503:  # 503 is load shedding, not a failure
             log.error("request failed: %s", exc)
         message = getattr(exc, "message", None) or str(exc)
         return JSONResponse(error_body(error_code(exc), message), status_code=status, headers=headers)

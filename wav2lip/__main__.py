@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .errors import Wav2LipError
+from .ffmpeg import set_ffmpeg_binary
 from .hparams import DEFAULT_PADS
 from .options import LOOP_MODES, PRECISIONS, PRESETS, AvatarOptions, RenderOptions, preset
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", "--wav2lip_batch_size", dest="batch_size", type=int, default=0)
     p.add_argument("--loop", choices=LOOP_MODES, default="pingpong", help="how a short video avatar repeats")
     p.add_argument("--checkpoint-dir", default="checkpoints", help="where to look when --checkpoint is not given")
+    p.add_argument("--ffmpeg", default=None, help="ffmpeg binary to use (default: the one in imageio-ffmpeg)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -58,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     from .pipeline import lip_sync, load_generator
 
     try:
+        if args.ffmpeg:
+            set_ffmpeg_binary(args.ffmpeg)
         enc = preset(args.preset, resize_factor=args.resize_factor, lossless=args.lossless or None)
         out = Path(args.out)
         if args.lossless and out.suffix.lower() != ".mkv":

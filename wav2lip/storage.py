@@ -89,6 +89,8 @@ class DiskStore:
     def get(self, key: str) -> bytes | None:
         """The payload stored under ``key``, or None (missing, corrupt or unreadable)."""
         path = self.path(key)
+        if not self.enabled:
+            return None
         try:
             blob = path.read_bytes()
         except FileNotFoundError:
@@ -121,7 +123,7 @@ class DiskStore:
         return True
 
     def contains(self, key: str) -> bool:
-        return self.path(key).is_file()
+        return self.enabled and self.path(key).is_file()
 
     def delete(self, key: str) -> bool:
         try:
