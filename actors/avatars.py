@@ -22,7 +22,7 @@ from wav2lip.errors import Expired, NotFound
 from wav2lip.options import AvatarOptions
 from wav2lip.storage import DiskStore
 
-from .cache import TieredCache
+from .cache import RecordStore, TieredCache
 
 
 def media_id(media: bytes) -> str:
@@ -37,8 +37,7 @@ class AvatarRegistry:
         self.retention_s = retention_s
         self.media = DiskStore(root, suffix=".media")
         # Per uploaded avatar: expiry and the prepared variants to delete with it.
-        self.owners = DiskStore(root, suffix=".owner")
-        self._owners: dict[str, dict] = {}
+        self.owners = RecordStore(root, suffix=".owner")
         self.records = DiskStore(root, suffix=".json")
         # Prepared avatars: object store LRU by count (~1 MB each for an image) over disk.
         self.prepared = TieredCache(root, memory_items * 8 * 1024 * 1024, 0, suffix=".npz")
@@ -48,27 +47,15 @@ class AvatarRegistry:
         self._lock = asyncio.Lock()
         self._default_media = DEFAULT_AVATAR_PATH.read_bytes()
 
-    def _owner(self, avatar_id: str) -> dict | None:
-        if avatar_id not in self._owners:
-            data = self.owners.get(avatar_id)
-            if data is None:
-                return None
-            self._owners[avatar_id] = json.loads(data)
-        return self._owners[avatar_id]
-
-    def _save_owner(self, avatar_id: str, owner: dict) -> None:
-        self._owners[avatar_id] = owner
-        self.owners.put(avatar_id, json.dumps(owner).encode())
-
     def _media(self, avatar_id: str) -> bytes:
         if avatar_id == DEFAULT_AVATAR_ID:
             return self._default_media
-        owner = self._owner(avatar_id)
+        owner = self.owners.get(avatar_id)
         if owner is None:
             raise NotFound(f"avatar {avatar_id} does not exist (upload it with POST /v1/avatars)")
         if "gone" not in owner and self.clock() >= owner["expires_at"]:
             self._forget(avatar_id, tombstone="its retention period ended")
-            owner = self._owner(avatar_id)
+            owner = self.owners.get(avatar_id)
         if "gone" in owner:
             raise Expired(f"avatar {avatar_id} is gone: {owner['gone']}; upload it again")
         data = self.media.get(avatar_id) or self._unsaved.get(avatar_id)
@@ -78,7 +65,7 @@ class AvatarRegistry:
 
     def _forget(self, avatar_id: str, tombstone: str | None = None) -> None:
         """Remove the media and every prepared variant; keep a tombstone for a 410 if given."""
-        owner = self._owner(avatar_id) or {}
+        owner = self.owners.get(avatar_id) or {}
         for key in owner.get("variants", ()):
             self.prepared.delete(key)
             self.records.delete(key)
@@ -86,9 +73,8 @@ class AvatarRegistry:
         self.media.delete(avatar_id)
         self._unsaved.pop(avatar_id, None)
         if tombstone:
-            self._save_owner(avatar_id, {"gone": tombstone})
+            self.owners.put(avatar_id, {"gone": tombstone})
         else:
-            self._owners.pop(avatar_id, None)
             self.owners.delete(avatar_id)
 
     async def delete(self, avatar_id: str) -> None:
@@ -106,9 +92,9 @@ class AvatarRegistry:
         """
         avatar_id = media_id(media)
         prepared = await self._prepare(media, options)
-        owner = self._owner(avatar_id)
+        owner = self.owners.get(avatar_id)
         variants = [] if owner is None or "gone" in owner else owner["variants"]
-        self._save_owner(avatar_id, {"created_at": self.clock(), "expires_at": self.clock() + self.retention_s,
+        self.owners.put(avatar_id, {"created_at": self.clock(), "expires_at": self.clock() + self.retention_s,
                                      "variants": sorted(set(variants) | {prepared["key"]})})  # fmt: skip
         if not self.media.contains(avatar_id) and not self.media.put(avatar_id, media):
             self._unsaved[avatar_id] = media  # the disk refused it: keep serving it from memory
@@ -118,9 +104,9 @@ class AvatarRegistry:
 
     async def _prepare(self, media: bytes, options: AvatarOptions, avatar_id: str | None = None) -> dict:
         key = avatar_key(media, options)
-        owner = self._owner(avatar_id) if avatar_id else None
+        owner = self.owners.get(avatar_id) if avatar_id else None
         if owner is not None and key not in owner["variants"]:  # so deleting the avatar finds it
-            self._save_owner(avatar_id, {**owner, "variants": sorted({*owner["variants"], key})})
+            self.owners.put(avatar_id, {**owner, "variants": sorted({*owner["variants"], key})})
         ref = self.prepared.get(key)
         if ref is None:
             async with self._lock:  # one preparation at a time; a second asker reuses it
@@ -142,8 +128,7 @@ class AvatarRegistry:
         return self._record(avatar_id, (await self.variant(avatar_id, AvatarOptions()))["summary"])
 
     async def list(self) -> list[dict]:
-        ids = {key for key, _, _ in self.owners.entries()} | set(self._owners)
-        live = [i for i in sorted(ids) if "gone" not in (self._owner(i) or {"gone": 1})]
+        live = [i for i in sorted(self.owners.keys()) if "gone" not in (self.owners.get(i) or {"gone": 1})]
         out = [await self.describe(DEFAULT_AVATAR_ID)]
         for avatar_id in live:
             try:

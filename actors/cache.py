@@ -1,4 +1,5 @@
-"""Two-level cache: Ray object store (LRU in bytes) over a checksummed disk store.
+"""Two-level caches: Ray object store (LRU in bytes) over a checksummed disk store, and
+small JSON records kept in memory over the same disk store.
 
 The one cache implementation: results, speech and anything else keyed by content
 use it. Values are bytes; the object-store level holds ``ObjectRef``s owned by the
@@ -8,6 +9,7 @@ the disk level off (the store logs it); the memory level keeps working.
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from pathlib import Path
 
@@ -60,3 +62,35 @@ class TieredCache:
 
     def stats(self) -> dict:
         return {"memory_items": len(self._refs), "memory_bytes": self._held, "hits": dict(self.hits), "misses": self.misses}
+
+
+class RecordStore:
+    """Small JSON records (job states, result and avatar records): memory over disk.
+
+    Memory is the truth while the replica lives (so a refusing disk loses nothing until a
+    restart); the disk brings records back after one.
+    """
+
+    def __init__(self, root: str | Path, suffix: str = ".json"):
+        self.disk = DiskStore(root, suffix=suffix)
+        self._memory: dict[str, dict] = {}
+
+    def get(self, key: str) -> dict | None:
+        if key not in self._memory:
+            data = self.disk.get(key)
+            if data is None:
+                return None
+            self._memory[key] = json.loads(data)
+        return self._memory[key]
+
+    def put(self, key: str, record: dict) -> dict:
+        self._memory[key] = record
+        self.disk.put(key, json.dumps(record).encode())
+        return record
+
+    def delete(self, key: str) -> None:
+        self._memory.pop(key, None)
+        self.disk.delete(key)
+
+    def keys(self) -> set[str]:
+        return {key for key, _, _ in self.disk.entries()} | set(self._memory)

@@ -8,14 +8,14 @@ replica stops reporting is marked failed rather than left "running" forever.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from ray import serve
 
 from wav2lip.errors import NotFound
-from wav2lip.storage import DiskStore
+
+from .cache import RecordStore
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -23,30 +23,23 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 @serve.deployment(name="JobRegistry", max_ongoing_requests=256)
 class JobRegistry:
     def __init__(self, data_dir: str, stale_after_s: float):
-        self.disk = DiskStore(Path(data_dir) / "jobs", suffix=".json")
+        self.records = RecordStore(Path(data_dir) / "jobs")
         self.stale_after_s = stale_after_s
-        self._jobs: dict[str, dict] = {}
 
     def _load(self, job_id: str) -> dict:
-        job = self._jobs.get(job_id)
+        job = self.records.get(job_id)
         if job is None:
-            data = self.disk.get(job_id)
-            if data is None:
-                raise NotFound(f"job {job_id} does not exist")
-            job = self._jobs[job_id] = json.loads(data)
+            raise NotFound(f"job {job_id} does not exist")
         return job
 
     def _save(self, job: dict) -> dict:
         job["updated_at"] = time.time()
-        self.disk.put(job["job_id"], json.dumps(job).encode())
-        return job
+        return self.records.put(job["job_id"], job)
 
     def create(self, job_id: str) -> dict:
-        now = time.time()
-        self._jobs[job_id] = {"job_id": job_id, "status": "queued", "progress": 0.0, "frames_done": 0,
-                              "frames_total": 0, "eta_s": None, "video_id": None, "error": None,
-                              "created_at": now, "started_at": None, "cancel_requested": False}  # fmt: skip
-        return self._save(self._jobs[job_id])
+        return self._save({"job_id": job_id, "status": "queued", "progress": 0.0, "frames_done": 0,
+                           "frames_total": 0, "eta_s": None, "video_id": None, "error": None,
+                           "created_at": time.time(), "started_at": None, "cancel_requested": False})  # fmt: skip
 
     def update(self, job_id: str, **fields) -> dict:
         """Progress from the running replica; returns the job (so it sees a cancel request)."""

@@ -8,16 +8,14 @@ videos are forgotten (404).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from ray import serve
 
 from wav2lip.errors import Expired
-from wav2lip.storage import DiskStore
 
-from .cache import TieredCache
+from .cache import RecordStore, TieredCache
 
 
 @serve.deployment(name="ResultCache", max_ongoing_requests=64)
@@ -26,8 +24,7 @@ class ResultCache:
         root = Path(data_dir) / "results"
         self.clock = clock
         self.retention_s = retention_s
-        self.records = DiskStore(root, suffix=".json")  # small: all kept in memory too
-        self._records: dict[str, dict] = {}
+        self.records = RecordStore(root)
         self.videos = TieredCache(root, memory_bytes, disk_bytes, suffix=".mp4")
         self.videos.disk.expired = self._expired
         self.videos.disk.on_evict = lambda key: self._tombstone(
@@ -36,34 +33,22 @@ class ResultCache:
         # upload-bytes key -> result key: a repeated upload is answered without decoding it
         self.aliases = TieredCache(root, memory_bytes // 256, 0, suffix=".alias")
 
-    def _record(self, key: str) -> dict | None:
-        if key not in self._records:
-            data = self.records.get(key)
-            if data is None:
-                return None
-            self._records[key] = json.loads(data)
-        return self._records[key]
-
-    def _save(self, key: str, record: dict) -> None:
-        self._records[key] = record
-        self.records.put(key, json.dumps(record).encode())
-
     def _expired(self, key: str) -> bool:
-        record = self._record(key)
+        record = self.records.get(key)
         return record is None or self.clock() >= record.get("expires_at", 0)
 
     def _tombstone(self, key: str, reason: str) -> None:
-        self._save(key, {**(self._record(key) or {}), "gone": reason})
+        self.records.put(key, {**(self.records.get(key) or {}), "gone": reason})
 
     def _check(self, key: str) -> dict | None:
         """The live record, None if unknown, ``Expired`` if its time is over or it was evicted."""
-        record = self._record(key)
+        record = self.records.get(key)
         if record is None:
             return None
         if "gone" not in record and self.clock() >= record.get("expires_at", float("inf")):
             self.videos.delete(key)
             self._tombstone(key, "its retention period ended")
-            record = self._record(key)
+            record = self.records.get(key)
         if "gone" in record:
             raise Expired(f"video {key} is gone: {record['gone']}; render it again")
         return record
@@ -93,7 +78,7 @@ class ResultCache:
         return {"key": key, "record": record}
 
     async def put(self, key: str, video: bytes, record: dict, alias: str | None = None) -> None:
-        self._save(key, {**record, "created_at": self.clock(), "expires_at": self.clock() + self.retention_s})
+        self.records.put(key, {**record, "created_at": self.clock(), "expires_at": self.clock() + self.retention_s})
         self.videos.put(key, video)
         if alias:
             await self.put_alias(alias, key)
@@ -104,7 +89,6 @@ class ResultCache:
     async def delete(self, key: str) -> None:
         """Forget the video (idempotent): later lookups answer 404."""
         self.videos.delete(key)
-        self._records.pop(key, None)
         self.records.delete(key)
 
     def stats(self) -> dict:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from .common import RESULTS_DIR, ROOT, format_table
 

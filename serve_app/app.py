@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ray
-from ray import serve
 from ray.serve import Application
 
 from actors.avatars import AvatarRegistry

@@ -12,6 +12,7 @@ The audio is encoded once, at the join, and the MP4 gets faststart.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 from fractions import Fraction
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EncodeError
-from .ffmpeg import base_args, input_args, run_ffmpeg, stderr_tail
+from .ffmpeg import base_args, ffmpeg_binary, input_args, run_ffmpeg, stderr_tail
 from .hparams import SAMPLE_RATE
 from .options import EncodeOptions
 
@@ -140,7 +141,8 @@ def combine_segments(segments: list[str | Path], samples: np.ndarray, out_path: 
             "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *audio_codec, *container, str(partial),
         ]  # fmt: skip
         try:
-            run_ffmpeg(args, "joining segments and muxing audio", stdin=np.ascontiguousarray(samples, np.float32).tobytes(), timeout_s=_MUX_TIMEOUT_S)
+            audio = np.ascontiguousarray(samples, np.float32).tobytes()
+            run_ffmpeg(args, "joining segments and muxing audio", stdin=audio, timeout_s=_MUX_TIMEOUT_S)
             os.replace(partial, out_path)
         finally:
             partial.unlink(missing_ok=True)
@@ -149,15 +151,9 @@ def combine_segments(segments: list[str | Path], samples: np.ndarray, out_path: 
 
 def read_frames(path: str | Path) -> np.ndarray:
     """(n, H, W, 3) uint8 BGR frames of a video file (tests and tools)."""
-    import imageio_ffmpeg  # noqa: F401  (only to fail clearly when absent)
-
-    from .ffmpeg import ffmpeg_binary
-
     probe = subprocess.run(
         [ffmpeg_binary(), "-nostdin", "-hide_banner", "-i", str(path)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
     ).stderr.decode("utf-8", "replace")
-    import re
-
     match = re.search(r"Video: .*?, (\d{2,5})x(\d{2,5})", probe)
     if not match:
         raise EncodeError(f"no video stream in {path}", probe[-500:])
