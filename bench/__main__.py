@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-SUITES = ("engine", "serve", "tts", "scale")
+SUITES = ("engine", "serve", "tts", "scale", "fractional")
 NOT_AVAILABLE = 2  #: exit status when a suite's module does not exist yet
 
 

@@ -176,7 +176,16 @@ def scale_section(data: dict) -> list[str]:
     return out
 
 
-SECTIONS = {"engine": engine_section, "serve": serve_section, "tts": tts_section, "scale": scale_section}
+def fractional_section(data: dict) -> list[str]:
+    r = data["results"]
+    return [f"## Fractional replicas as processes ({data['device']}): {r['label']}",
+            format_table("Throughput by process count", ["processes", "threads each", "frames/s", "real-time 25 fps streams"],
+                         [[x["processes"], x["threads_each"], x["frames_per_s"], x["realtime_streams"]] for x in r["rows"]]),
+            _source(data)]  # fmt: skip
+
+
+SECTIONS = {"engine": engine_section, "serve": serve_section, "tts": tts_section, "scale": scale_section,
+            "fractional": fractional_section}
 
 
 def main(argv: list[str] | None = None) -> int:
