@@ -62,10 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     elif not settings.api_key:
         print("WARNING: serving on a public address without an API key (set W2L_API_KEY)", flush=True)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C (even twice) ends in one clean shutdown
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):
         pass
     print("shutting down", flush=True)
     serve.shutdown()
