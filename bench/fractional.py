@@ -1,6 +1,6 @@
 """Fractional replicas without Ray: N engine processes sharing one device.
 
-    python -m bench fractional [--device cpu|cuda] [--processes 1,2,4] [--seconds 20] [--quick]
+    python -m bench.fractional [--device cpu|cuda] [--processes 1,2,4] [--seconds 20] [--quick]
 
 What a worker pool of ``num_gpus = 1/N`` replicas does on one GPU, measured where Ray is
 not installed (the lent GPU machine): N processes, each with its CUDA memory capped to

@@ -10,5 +10,5 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .
 export PYTHONUNBUFFERED=1 OUT=${OUT:-/tmp/out}
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
 timeout 300 python3 -m bench engine --device cuda 2>&1 | tee "$OUT/engine.log"
-timeout 200 python3 -m bench fractional --device cuda --processes 1,2,4,8 --seconds 15 2>&1 | tee "$OUT/fractional.log"
+timeout 200 python3 -m bench.fractional --device cuda --processes 1,2,4,8 --seconds 15 2>&1 | tee "$OUT/fractional.log"
 cp bench/results/*-cuda-*.json "$OUT/" 2>/dev/null
