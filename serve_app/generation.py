@@ -34,6 +34,7 @@ from .settings import Settings
 
 log = logging.getLogger("ray.serve")
 _RESULT_VERSION = 3  #: bump when the output for the same inputs changes
+_INFO_TTL_S = 30.0
 
 
 @dataclass
@@ -87,22 +88,31 @@ class VideoGenerator:
         self.personas = personas
         self._job_tasks: set[asyncio.Task] = set()
         self.worker_info: dict | None = None
+        self._info_at = 0.0
         self.metrics = ServiceMetrics()
         self._pending = 0
 
     async def info(self) -> dict:
-        if self.worker_info is None:
-            self.worker_info = await self.worker.info.remote()
+        """What the workers render with (model id, renderer, precision): part of every cache key.
+
+        Re-read every ``_INFO_TTL_S`` so a redeploy with new weights is noticed.
+        """
+        now = time.monotonic()
+        if self.worker_info is None or now - self._info_at > _INFO_TTL_S:
+            self.worker_info, self._info_at = await self.worker.info.remote(), now
         return self.worker_info
 
-    async def generate(self, req: VideoRequest, job_id: str | None = None) -> VideoResponse:
-        """Render ``req`` (or answer from the cache); ``job_id``: report progress to that job."""
+    def _admit(self) -> None:
         if self._pending >= self.settings.max_pending_requests:
             self.metrics.rejected.inc()
             raise Overloaded(
                 f"{self._pending} renders in progress on this replica; retry in {self.settings.retry_after_s} s",
                 self.settings.retry_after_s,
             )
+
+    async def generate(self, req: VideoRequest, job_id: str | None = None) -> VideoResponse:
+        """Render ``req`` (or answer from the cache); ``job_id``: report progress to that job."""
+        self._admit()
         self._pending += 1
         self.metrics.pending.set(self._pending)
         try:
@@ -326,6 +336,7 @@ class VideoGenerator:
 
     async def submit(self, req: VideoRequest) -> str:
         """Start ``req`` as a job on this replica; its id (state lives in the job registry)."""
+        self._admit()  # a full replica answers 503 now, not a 202 for a job that fails at once
         job_id = uuid.uuid4().hex
         await self.jobs.create.remote(job_id)
         task = asyncio.create_task(self._run_job(job_id, req))
