@@ -87,6 +87,7 @@ class VideoGenerator:
         self.jobs = jobs
         self.personas = personas
         self._job_tasks: set[asyncio.Task] = set()
+        self._inflight: dict[str, asyncio.Future] = {}  # result key -> (n_frames, chunks) when done
         self.worker_info: dict | None = None
         self._info_at = 0.0
         self.metrics = ServiceMetrics()
@@ -204,11 +205,34 @@ class VideoGenerator:
             if r.alias:
                 await self.results.put_alias.remote(r.alias, key)
             return self._response(r, key, cached["record"]["n_frames"], cached["record"]["chunks"], 0, True)
-        t = time.perf_counter()
-        mel = await asyncio.to_thread(melspectrogram, samples)
-        r.stages["mel"] = time.perf_counter() - t
-        r.dispatch(self, mel, 0, frame_count(len(samples), r.fps))
-        return await self._finish(r, key, samples)
+        running = self._inflight.get(key)
+        if running is not None:  # the same render is under way on this replica: attach to it
+            try:
+                n_frames, chunks = await asyncio.shield(running)
+                return self._response(r, key, n_frames, chunks, 0, True)
+            except (asyncio.CancelledError, Wav2LipError):
+                if asyncio.current_task().cancelling():
+                    raise
+                # that render was cancelled or failed: do our own below
+        done: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._inflight[key] = done
+        try:
+            t = time.perf_counter()
+            mel = await asyncio.to_thread(melspectrogram, samples)
+            r.stages["mel"] = time.perf_counter() - t
+            r.dispatch(self, mel, 0, frame_count(len(samples), r.fps))
+            response = await self._finish(r, key, samples)
+            done.set_result((round(response.duration_s * r.fps), response.stats.total_chunks))
+            return response
+        except BaseException as exc:
+            if isinstance(exc, Wav2LipError):
+                done.set_exception(exc)
+                done.exception()  # mark it retrieved: waiters (if any) see it, no "never retrieved" warning
+            else:
+                done.cancel()  # waiters render for themselves
+            raise
+        finally:
+            self._inflight.pop(key, None)
 
     async def _render_streaming_text(self, r: _Render, voice: str, rate: float) -> VideoResponse:
         """Speech arrives per sentence; frames whose mel windows are final are rendered at once.

@@ -237,3 +237,38 @@ def test_disk_cache_survives_restart_and_corruption_is_recomputed(service, speec
     assert again["video_id"] == other["video_id"] and not again["stats"]["cache_hit"]
     video = httpx.get(url + again["url"], timeout=30)
     assert video.status_code == 200 and video.content[4:8] == b"ftyp"
+
+
+def test_identical_requests_in_flight_render_once(service, speech_clips):
+    """A second identical request attaches to the render under way instead of rendering again."""
+    handle = serve.get_deployment_handle("LipSyncWorker", "lipsync")
+
+    def rendered() -> int:
+        seen = {}
+        for _ in range(40):
+            info = handle.info.remote().result()
+            seen[info["replica"]] = info["chunks_rendered"]
+            if len(seen) == 2:
+                break
+        return sum(seen.values())
+
+    import io
+
+    import soundfile as sf
+
+    samples, rate = sf.read(Path(__file__).parents[1] / "data" / "speech_9s.wav", dtype="int16")
+    buf = io.BytesIO()
+    sf.write(buf, samples[60_000:84_000], rate, format="WAV", subtype="PCM_16")  # used by no other test
+    audio = buf.getvalue()
+    before = rendered()
+
+    async def two():
+        async with httpx.AsyncClient(timeout=120) as client:
+            files = {"audio": ("same.wav", audio, "audio/wav")}
+            return await asyncio.gather(*(client.post(f"{service['url']}/v1/videos", files=files) for _ in range(2)))
+
+    first, second = asyncio.run(two())
+    assert first.status_code == second.status_code == 200
+    assert first.json()["video_id"] == second.json()["video_id"]
+    chunks = first.json()["stats"]["total_chunks"]
+    assert rendered() - before == chunks  # rendered once, not twice
