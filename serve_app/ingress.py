@@ -74,6 +74,16 @@ async def _read_upload(upload: UploadFile | None, kinds: tuple[str, ...], what: 
     return await upload.read()
 
 
+def _running_workers(settings: Settings) -> int:
+    """Worker replicas Serve reports RUNNING (the configured count if the controller cannot say)."""
+    try:
+        app = serve.get_replica_context().app_name
+        states = serve.status().applications[app].deployments["LipSyncWorker"].replica_states
+        return int(states.get("RUNNING", 0))
+    except Exception:  # noqa: BLE001 - health must answer even if status is unavailable
+        return settings.workers
+
+
 @serve.deployment(name="Ingress")
 @serve.ingress(api)
 class Ingress:
@@ -210,4 +220,4 @@ class Ingress:
         except Exception as exc:  # no worker replica answering yet
             raise NotReady(f"no lip-sync worker is ready: {type(exc).__name__}") from None
         return Health(status="ok", model_loaded=True, renderer=info["renderer"], model_id=info["model_id"],
-                      device=info["device"], precision=info["precision"], workers=self.settings.workers)  # fmt: skip
+                      device=info["device"], precision=info["precision"], workers=_running_workers(self.settings))  # fmt: skip

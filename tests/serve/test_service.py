@@ -165,6 +165,7 @@ def test_avatar_registration(service, small_avatar):
 def test_healthz(service):
     body = httpx.get(f"{service['url']}/healthz", timeout=30).json()
     assert body["status"] == "ok" and body["model_loaded"] and body["renderer"] == "fallback"
+    assert body["workers"] == 2  # replicas RUNNING, from Serve
 
 
 @pytest.mark.parametrize(
