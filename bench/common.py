@@ -137,7 +137,7 @@ def format_table(title: str, headers: list[str], rows: list[list]) -> str:
         return "| " + " | ".join(parts) + " |"
 
     sep = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric)) + "|"
-    return "\n".join([f"\n{title}", line(headers), sep, *(line(r) for r in cells)])
+    return "\n".join([f"\n**{title}**\n", line(headers), sep, *(line(r) for r in cells)])
 
 
 def print_table(title: str, headers: list[str], rows: list[list]) -> None:

@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         if suite in SECTIONS:
             parts.extend(SECTIONS[suite](data))
             parts.append("")
-    OUT.write_text("\n".join(parts) + "\n")
+    OUT.write_text("\n\n".join(p.strip("\n") for p in parts if p.strip()) + "\n")
     print(f"wrote {OUT.relative_to(ROOT)} from {len(results)} result files")
     return 0
 
