@@ -385,7 +385,8 @@ class VideoGenerator:
             log.exception("job %s failed", job_id)
             await self.jobs.update.remote(job_id, status="failed", error=error_body("internal_error", str(exc)[:300]))
         else:
-            await self.jobs.update.remote(job_id, status="succeeded", video_id=response.video_id)
+            await self.jobs.update.remote(job_id, status="succeeded", video_id=response.video_id,
+                                          duration_s=response.duration_s, stats=response.stats.model_dump())  # fmt: skip
 
     async def video_bytes(self, video_id: str) -> bytes:
         cached = await self.results.get.remote(video_id)

@@ -70,8 +70,9 @@ class EdgeConfig:
         self.cors_origins = list(cors_origins)
 
 
-#: Routes open without an API key (load balancers probe them).
-PUBLIC_PATHS = ("/healthz",)
+#: Routes open without an API key: health probes, and the demo page (static; its API
+#: calls send the key the user types in).
+PUBLIC_PATHS = ("/healthz", "/")
 
 
 class Edge:

@@ -6,11 +6,12 @@ signatures at run time, and string annotations on the class methods do not resol
 
 
 import logging
+import pathlib
 
 from fastapi import FastAPI, File, Form, HTTPException, Path, Query, Request, UploadFile
 from pydantic import ValidationError
 from ray import serve
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from wav2lip.avatar import DEFAULT_AVATAR_ID
 from wav2lip.errors import InvalidSettings, UnsupportedMedia
@@ -72,6 +73,9 @@ async def _read_upload(upload: UploadFile | None, kinds: tuple[str, ...], what: 
     if not declared.startswith(kinds):
         raise UnsupportedMedia(f"{what} has media type {declared}; send one of {', '.join(kinds)}")
     return await upload.read()
+
+
+_DEMO_PAGE = (pathlib.Path(__file__).parent / "static" / "index.html").read_text()
 
 
 def _running_workers(settings: Settings) -> int:
@@ -212,6 +216,11 @@ class Ingress:
     async def delete_video(self, video_id: str = Path(pattern=VIDEO_ID_PATTERN)) -> Response:
         await self.generator.results.delete.remote(video_id)
         return Response(status_code=204)
+
+    @api.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def demo_page(self) -> HTMLResponse:
+        """A small browser demo (no third-party assets): text in, the rendered video and its stats out."""
+        return HTMLResponse(_DEMO_PAGE, headers={"Cache-Control": "no-cache"})
 
     @api.get("/healthz", response_model=Health, summary="Liveness and what renders")
     async def healthz(self) -> Health:

@@ -91,23 +91,6 @@ class ErrorBody(BaseModel):
     message: str = Field(description="what went wrong and how to fix it")
 
 
-class JobAccepted(BaseModel):
-    job_id: str
-    status_url: str
-
-
-class JobStatus(BaseModel):
-    job_id: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
-    progress: float = Field(ge=0, le=1)
-    frames_done: int
-    frames_total: int
-    eta_s: float | None = None
-    video_id: str | None = None
-    url: str | None = None
-    error: ErrorBody | None = None
-
-
 class AgentInfo(BaseModel):
     agent_type: str
     description: str
@@ -148,6 +131,25 @@ class Stats(BaseModel):
         default_factory=dict, description="seconds: tts, decode, mel, render, model, encode, combine, first_chunk"
     )
     nodes: list[str] = Field(default_factory=list, description="Ray node ids whose workers rendered the chunks")
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status_url: str
+
+
+class JobStatus(BaseModel):
+    job_id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    progress: float = Field(ge=0, le=1)
+    frames_done: int
+    frames_total: int
+    eta_s: float | None = None
+    video_id: str | None = None
+    url: str | None = None
+    duration_s: float | None = None
+    stats: Stats | None = Field(None, description="the render's statistics, once it succeeded")
+    error: ErrorBody | None = None
 
 
 class VideoResponse(BaseModel):

@@ -67,6 +67,7 @@ def test_long_render_as_job_reports_progress(ray_cluster, tmp_path, small_avatar
     assert progress == sorted(progress) and progress[-1] == 1.0
     assert any(0 < p < 1 for p in progress)  # progress was visible mid-way
     assert job["frames_done"] == job["frames_total"] == frame_count(len(load_audio(LONG)), 25)
+    assert job["stats"]["total_chunks"] >= 10 and abs(job["duration_s"] - job["frames_total"] / 25) < 1e-6
     video = tmp_path / "long.mp4"
     video.write_bytes(httpx.get(url + job["url"], timeout=60).content)
     assert len(read_frames(video)) == job["frames_total"]
