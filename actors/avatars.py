@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -38,10 +37,9 @@ class AvatarRegistry:
         self.media = DiskStore(root, suffix=".media")
         # Per uploaded avatar: expiry and the prepared variants to delete with it.
         self.owners = RecordStore(root, suffix=".owner")
-        self.records = DiskStore(root, suffix=".json")
+        self.summaries = RecordStore(root)  # per prepared variant: its API summary
         # Prepared avatars: object store LRU by count (~1 MB each for an image) over disk.
         self.prepared = TieredCache(root, memory_items * 8 * 1024 * 1024, 0, suffix=".npz")
-        self._summaries: dict[str, dict] = {}  # also kept here: the disk may refuse writes
         self._unsaved: OrderedDict[str, bytes] = OrderedDict()
         self._memory_items = memory_items
         self._lock = asyncio.Lock()
@@ -68,8 +66,7 @@ class AvatarRegistry:
         owner = self.owners.get(avatar_id) or {}
         for key in owner.get("variants", ()):
             self.prepared.delete(key)
-            self.records.delete(key)
-            self._summaries.pop(key, None)
+            self.summaries.delete(key)
         self.media.delete(avatar_id)
         self._unsaved.pop(avatar_id, None)
         if tombstone:
@@ -113,16 +110,13 @@ class AvatarRegistry:
                 ref = self.prepared.get(key)
                 if ref is None:
                     avatar = await asyncio.to_thread(prepare_avatar, media, options, key)
-                    self._summaries[key] = avatar.summary()
-                    self.records.put(key, json.dumps(self._summaries[key]).encode())
+                    self.summaries.put(key, avatar.summary())
                     ref = self.prepared.put(key, await asyncio.to_thread(avatar.to_bytes))
-        if key not in self._summaries:
-            record = self.records.get(key)
-            if record is None:  # record lost: prepare again (cheap for the rare case)
-                self.prepared.delete(key)
-                return await self._prepare(media, options, avatar_id)
-            self._summaries[key] = json.loads(record)
-        return {"key": key, "ref": [ref], "summary": self._summaries[key]}
+        summary = self.summaries.get(key)
+        if summary is None:  # summary lost: prepare again (cheap for the rare case)
+            self.prepared.delete(key)
+            return await self._prepare(media, options, avatar_id)
+        return {"key": key, "ref": [ref], "summary": summary}
 
     async def describe(self, avatar_id: str) -> dict:
         return self._record(avatar_id, (await self.variant(avatar_id, AvatarOptions()))["summary"])

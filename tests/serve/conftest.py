@@ -93,9 +93,21 @@ def stream_durations(path: Path) -> dict[str, float]:
     return out
 
 
+def chunks_rendered(replicas: int = 2) -> int:
+    """Chunks finished so far by all ``replicas`` LipSyncWorker replicas (each counts its own)."""
+    handle = serve.get_deployment_handle("LipSyncWorker", "lipsync")
+    seen = {}
+    for _ in range(40):
+        info = handle.info.remote().result()
+        seen[info["replica"]] = info["chunks_rendered"]
+        if len(seen) == replicas:
+            break
+    return sum(seen.values())
+
+
 def wav_seconds(path: Path) -> float:
     info = sf.info(path)
     return info.frames / info.samplerate
 
 
-__all__ = ["deploy", "probe_streams", "stream_durations", "wav_seconds", "np"]
+__all__ = ["chunks_rendered", "deploy", "probe_streams", "stream_durations", "wav_seconds", "np"]

@@ -14,7 +14,7 @@ from serve_app.settings import RenderSettings, Settings
 from wav2lip.audio import frame_count, load_audio
 from wav2lip.encode import read_frames
 
-from .conftest import DATA, deploy
+from .conftest import DATA, chunks_rendered, deploy
 
 pytestmark = pytest.mark.timeout(300)
 LONG = DATA / "speech_long_60s.wav"
@@ -25,18 +25,6 @@ def settings(data_dir, **overrides) -> Settings:
                 render=RenderSettings(threads=1), job_poll_s=0.2)  # fmt: skip
     base.update(overrides)
     return Settings(**base)
-
-
-def chunks_rendered() -> int:
-    """Chunks finished by all worker replicas so far (each replica counts its own)."""
-    handle = serve.get_deployment_handle("LipSyncWorker", "lipsync")
-    seen = {}
-    for _ in range(30):
-        info = handle.info.remote().result()
-        seen[info["replica"]] = info["chunks_rendered"]
-        if len(seen) == 2:
-            break
-    return sum(seen.values())
 
 
 def result_files(data_dir: Path) -> set[str]:

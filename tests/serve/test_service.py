@@ -17,7 +17,7 @@ from serve_app.settings import RenderSettings, Settings
 from wav2lip.audio import frame_count, load_audio
 from wav2lip.encode import read_frames
 
-from .conftest import deploy, probe_streams, stream_durations
+from .conftest import chunks_rendered, deploy, probe_streams, stream_durations
 
 pytestmark = pytest.mark.timeout(300)
 UPLOAD_LIMIT = 3 * 1024 * 1024
@@ -242,17 +242,6 @@ def test_disk_cache_survives_restart_and_corruption_is_recomputed(service, speec
 
 def test_identical_requests_in_flight_render_once(service, speech_clips):
     """A second identical request attaches to the render under way instead of rendering again."""
-    handle = serve.get_deployment_handle("LipSyncWorker", "lipsync")
-
-    def rendered() -> int:
-        seen = {}
-        for _ in range(40):
-            info = handle.info.remote().result()
-            seen[info["replica"]] = info["chunks_rendered"]
-            if len(seen) == 2:
-                break
-        return sum(seen.values())
-
     import io
 
     import soundfile as sf
@@ -261,7 +250,7 @@ def test_identical_requests_in_flight_render_once(service, speech_clips):
     buf = io.BytesIO()
     sf.write(buf, samples[60_000:84_000], rate, format="WAV", subtype="PCM_16")  # used by no other test
     audio = buf.getvalue()
-    before = rendered()
+    before = chunks_rendered()
 
     async def two():
         async with httpx.AsyncClient(timeout=120) as client:
@@ -272,7 +261,7 @@ def test_identical_requests_in_flight_render_once(service, speech_clips):
     assert first.status_code == second.status_code == 200
     assert first.json()["video_id"] == second.json()["video_id"]
     chunks = first.json()["stats"]["total_chunks"]
-    assert rendered() - before == chunks  # rendered once, not twice
+    assert chunks_rendered() - before == chunks  # rendered once, not twice
 
 
 def test_demo_page_is_self_contained(service):
