@@ -40,6 +40,7 @@ class ChunkJob:
     avatar_key: str
     avatar_ref: list  #: [ObjectRef to Avatar bytes], wrapped so Serve passes the ref itself
     mel_ref: list  #: [ObjectRef to the whole-audio mel], computed once per request
+    audio: bytes | None = None  #: this chunk's AAC frames (ADTS): the segment becomes a CMAF fragment
     attempt: int = 0
     delay_s: float = 0.0  #: injected wait before rendering (fault-injection setting; 0 in production)
 
@@ -129,9 +130,13 @@ class LipSyncWorker:
                 raise ChunkCancelled(f"chunk {job.index} of request {job.request_id} was cancelled")
 
         with tempfile.TemporaryDirectory(prefix="w2l-chunk-") as tmp:
-            path = os.path.join(tmp, f"chunk{segment_format(job.enc)[1]}")
+            audio = None
+            if job.audio is not None:
+                audio = os.path.join(tmp, "audio.aac")
+                Path(audio).write_bytes(job.audio)
+            path = os.path.join(tmp, "chunk.mp4" if audio else f"chunk{segment_format(job.enc)[1]}")
             render_segment(self.renderer, avatar, mel, job.fps, job.start, job.stop, path, job.enc, job.loop, seconds,
-                           check_cancelled)  # fmt: skip
+                           check_cancelled, audio)  # fmt: skip
             log.info("request %s chunk %d: frames [%d, %d) in %.2f s", job.request_id, job.index, job.start, job.stop,
                      time.perf_counter() - t0)  # fmt: skip
             segment = Path(path).read_bytes()

@@ -10,6 +10,7 @@ from actors.combiner import Combiner
 from actors.jobs import JobRegistry
 from actors.lipsync import LipSyncWorker
 from actors.results import ResultCache
+from actors.streams import StreamRegistry
 from actors.tts import TTSWorker
 
 from .agents import load_personas
@@ -66,9 +67,13 @@ def build_app(args: dict | Settings | None = None) -> Application:
         str(settings.data_dir), settings.speech_memory_bytes, settings.speech_disk_bytes, settings.tts_max_chars
     )
     jobs = JobRegistry.options(ray_actor_options=small).bind(str(settings.data_dir), settings.job_stale_after_s)
+    streams = StreamRegistry.options(ray_actor_options=small).bind(
+        str(settings.data_dir), settings.retention_s, settings.job_stale_after_s
+    )
     return Ingress.options(
         ray_actor_options=small,
         num_replicas=settings.ingress_replicas,
-        max_ongoing_requests=settings.max_pending_requests * 4,
+        # live.mp4 viewers hold a request open for the whole render; they do not count as renders
+        max_ongoing_requests=settings.max_pending_requests * 4 + settings.max_stream_viewers,
         max_queued_requests=settings.max_pending_requests * 4,
-    ).bind(settings, worker, combiner, avatars, results, tts, jobs)
+    ).bind(settings, worker, combiner, avatars, results, tts, jobs, streams)

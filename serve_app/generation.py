@@ -11,6 +11,7 @@ import hashlib
 import logging
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -25,7 +26,7 @@ from wav2lip.hparams import HOP_LENGTH, MEL_STEP, N_FFT
 from wav2lip.options import AvatarOptions, EncodeOptions, preset
 from wav2lip.storage import content_key
 
-from .agents import Personas
+from .agents import Persona, Personas
 from .errors import Overloaded, RenderFailed, error_body, error_code
 from .metrics import ServiceMetrics
 from .planner import plan_chunks
@@ -111,23 +112,29 @@ class VideoGenerator:
                 self.settings.retry_after_s,
             )
 
-    async def generate(self, req: VideoRequest, job_id: str | None = None) -> VideoResponse:
-        """Render ``req`` (or answer from the cache); ``job_id``: report progress to that job."""
-        self._admit()
+    @contextmanager
+    def busy(self):
+        """Count a render in progress on this replica (what admission control limits)."""
         self._pending += 1
         self.metrics.pending.set(self._pending)
         try:
-            response = await self._generate(req, job_id)
+            yield
         finally:
             self._pending -= 1
             self.metrics.pending.set(self._pending)
+
+    async def generate(self, req: VideoRequest, job_id: str | None = None) -> VideoResponse:
+        """Render ``req`` (or answer from the cache); ``job_id``: report progress to that job."""
+        self._admit()
+        with self.busy():
+            response = await self._generate(req, job_id)
         stats = response.stats
         self.metrics.observe(stats.total_processing_time, stats.real_time_factor, stats.cache_hit, stats.renderer,
                              stats.chunk_retries)  # fmt: skip
         return response
 
-    async def _generate(self, req: VideoRequest, job_id: str | None) -> VideoResponse:
-        t_start = time.perf_counter()
+    def prepare(self, req: VideoRequest) -> tuple[VideoRequest, Persona | None]:
+        """The request checked for one speech source, with its persona's defaults filled in."""
         if req.text is not None and req.audio is not None:
             raise InputError("send either an audio file or text, not both")
         if req.text is None and not req.audio:
@@ -138,6 +145,11 @@ class VideoGenerator:
             if req.avatar is None and req.avatar_id == "default":
                 updates["avatar_id"] = persona.avatar
             req = req.model_copy(update=updates)
+        return req, persona
+
+    async def _generate(self, req: VideoRequest, job_id: str | None) -> VideoResponse:
+        t_start = time.perf_counter()
+        req, persona = self.prepare(req)
         enc, opts = self._settings_of(req)
         alias = None
         if req.text is None:  # the same upload again is answered without the registry or a decode

@@ -8,17 +8,17 @@ signatures at run time, and string annotations on the class methods do not resol
 import logging
 import pathlib
 
-from fastapi import FastAPI, File, Form, HTTPException, Path, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Path, Query, Request, UploadFile
 from pydantic import ValidationError
 from ray import serve
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from wav2lip.avatar import DEFAULT_AVATAR_ID
 from wav2lip.errors import InvalidSettings, UnsupportedMedia
 from wav2lip.ffmpeg import set_ffmpeg_binary
 from wav2lip.options import AvatarOptions
 
-from .errors import STATUS, NotReady
+from .errors import STATUS, NotReady, RenderFailed
 from .generation import VideoGenerator
 from .http import Edge, EdgeConfig, install_error_handlers, ranged_response
 from .agents import load_personas
@@ -33,11 +33,15 @@ from .schemas import (
     Health,
     JobAccepted,
     JobStatus,
+    STREAM_ID_PATTERN,
+    StreamCreated,
+    StreamStatus,
     VoiceRecord,
     VideoRequest,
     VideoResponse,
 )
 from .settings import Settings
+from .streaming import StreamService
 
 log = logging.getLogger("ray.serve")
 
@@ -75,6 +79,51 @@ async def _read_upload(upload: UploadFile | None, kinds: tuple[str, ...], what: 
     return await upload.read()
 
 
+async def _video_form(
+    audio: UploadFile | None = File(None, description="speech: wav, mp3, m4a, ogg, flac"),
+    avatar: UploadFile | None = File(None, description="face image or video, instead of avatar_id"),
+    avatar_id: str = Form("default", pattern=AVATAR_ID_PATTERN),
+    fps: float | None = Form(None, ge=1, le=60),
+    preset: str | None = Form(None),
+    chunk_duration: float | None = Form(None, gt=0, le=60),
+    enable_parallel: bool = Form(True),
+    text: str | None = Form(None, description="text to speak instead of an audio file"),
+    agent_type: str | None = Form(None, description="persona (GET /v1/agents)"),
+    voice: str | None = Form(None, description="TTS voice (GET /v1/voices)"),
+    rate: float | None = Form(None, ge=0.5, le=2.0, description="speaking rate"),
+    pads: str | None = Form(None, description="top bottom left right, e.g. '0 10 0 0'"),
+    box: str | None = Form(None, description="y1 y2 x1 x2"),
+    nosmooth: bool = Form(False),
+    loop: str = Form("pingpong"),
+) -> VideoRequest:
+    """The multipart form of ``/v1/videos`` and ``/v1/streams`` as one ``VideoRequest``."""
+    audio_bytes = await _read_upload(audio, _AUDIO_TYPES, "the audio")
+    avatar_bytes = await _read_upload(avatar, ("image/", "video/", "application/octet-stream"), "the avatar")
+    return _request_from_form(
+        audio=audio_bytes, text=text, agent_type=agent_type, voice=voice, rate=rate,
+        avatar=avatar_bytes, avatar_id=avatar_id, fps=fps, preset=preset,
+        chunk_duration=chunk_duration, enable_parallel=enable_parallel, pads=pads, box=box, nosmooth=nosmooth,
+        loop=loop,
+    )  # fmt: skip
+
+
+def _stream_urls(stream_id: str) -> StreamCreated:
+    base = f"/v1/streams/{stream_id}"
+    return StreamCreated(id=stream_id, hls=f"{base}/index.m3u8", mp4=f"{base}/live.mp4", final=f"/v1/videos/{stream_id}",
+                         status=f"{base}/status")  # fmt: skip
+
+
+def _stream_status(record: dict) -> StreamStatus:
+    durations = record.get("durations") or []
+    return StreamStatus(id=record["id"], status=record["status"], fragments_published=record["published"],
+                        fragments_total=len(durations), duration_s=round(sum(durations), 4), codecs=record["codecs"],
+                        stats=record.get("stats"), error=record.get("error"))  # fmt: skip
+
+
+#: Fragments never change once listed; the playlist and the status do.
+_IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
+_NO_CACHE = {"Cache-Control": "no-cache"}
+
 _DEMO_PAGE = (pathlib.Path(__file__).parent / "static" / "index.html").read_text()
 
 
@@ -91,7 +140,7 @@ def _running_workers(settings: Settings) -> int:
 @serve.deployment(name="Ingress")
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, settings: Settings, worker, combiner, avatars, results, tts, jobs):
+    def __init__(self, settings: Settings, worker, combiner, avatars, results, tts, jobs, streams):
         set_ffmpeg_binary(settings.ffmpeg_binary)
         edge.max_bytes, edge.api_key, edge.cors_origins = settings.max_upload_bytes, settings.api_key, settings.cors_origins
         self.settings = settings
@@ -100,6 +149,8 @@ class Ingress:
         self.jobs = jobs
         self.personas = load_personas(settings.agents_file)
         self.generator = VideoGenerator(settings, worker, combiner, avatars, results, tts, jobs, self.personas)
+        self.streams = streams
+        self.streaming = StreamService(self.generator, streams)
 
     # ---- Python handle API (same models as HTTP) -------------------------------------
     async def generate(self, request: VideoRequest) -> VideoResponse:
@@ -122,6 +173,14 @@ class Ingress:
         await self.jobs.cancel.remote(job_id)
         return await self.status(job_id)
 
+    async def open_stream(self, request: VideoRequest) -> StreamCreated:
+        """Start (or join) a progressive stream; its URLs. Read them over HTTP, or poll ``stream_status``."""
+        record = await self.streaming.open(request)
+        return _stream_urls(record["id"])
+
+    async def stream_status(self, stream_id: str) -> StreamStatus:
+        return _stream_status(await self.streams.get.remote(stream_id))
+
     async def _respond(self, request: VideoRequest, run_async: bool):
         if not run_async:
             return await self.generator.generate(request)
@@ -134,30 +193,8 @@ class Ingress:
     async def create_video(
         self,
         run_async: bool = Query(False, alias="async", description="answer 202 with a job id at once"),
-        audio: UploadFile | None = File(None, description="speech: wav, mp3, m4a, ogg, flac"),
-        avatar: UploadFile | None = File(None, description="face image or video, instead of avatar_id"),
-        avatar_id: str = Form("default", pattern=AVATAR_ID_PATTERN),
-        fps: float | None = Form(None, ge=1, le=60),
-        preset: str | None = Form(None),
-        chunk_duration: float | None = Form(None, gt=0, le=60),
-        enable_parallel: bool = Form(True),
-        text: str | None = Form(None, description="text to speak instead of an audio file"),
-        agent_type: str | None = Form(None, description="persona (GET /v1/agents)"),
-        voice: str | None = Form(None, description="TTS voice (GET /v1/voices)"),
-        rate: float | None = Form(None, ge=0.5, le=2.0, description="speaking rate"),
-        pads: str | None = Form(None, description="top bottom left right, e.g. '0 10 0 0'"),
-        box: str | None = Form(None, description="y1 y2 x1 x2"),
-        nosmooth: bool = Form(False),
-        loop: str = Form("pingpong"),
+        request: VideoRequest = Depends(_video_form),
     ) -> VideoResponse:
-        audio_bytes = await _read_upload(audio, _AUDIO_TYPES, "the audio")
-        avatar_bytes = await _read_upload(avatar, ("image/", "video/", "application/octet-stream"), "the avatar")
-        request = _request_from_form(
-            audio=audio_bytes, text=text, agent_type=agent_type, voice=voice, rate=rate,
-            avatar=avatar_bytes, avatar_id=avatar_id, fps=fps, preset=preset,
-            chunk_duration=chunk_duration, enable_parallel=enable_parallel, pads=pads, box=box, nosmooth=nosmooth,
-            loop=loop,
-        )  # fmt: skip
         return await self._respond(request, run_async)
 
     @api.post("/generate_video", response_model=VideoResponse, summary="The old VBVA API: text -> video",
@@ -216,6 +253,60 @@ class Ingress:
     async def delete_video(self, video_id: str = Path(pattern=VIDEO_ID_PATTERN)) -> Response:
         await self.generator.results.delete.remote(video_id)
         return Response(status_code=204)
+
+    @api.post("/v1/streams", status_code=201, response_model=StreamCreated, summary="Start a progressive stream",
+              description="Same inputs as /v1/videos. Answers at once; the first fragment follows the first chunk.")  # fmt: skip
+    async def create_stream(self, request: VideoRequest = Depends(_video_form)) -> StreamCreated:
+        return await self.open_stream(request)
+
+    @api.get("/v1/streams/{stream_id}/status", response_model=StreamStatus, summary="A stream's progress")
+    async def get_stream_status(self, stream_id: str = Path(pattern=STREAM_ID_PATTERN)) -> StreamStatus:
+        return await self.stream_status(stream_id)
+
+    @api.get("/v1/streams/{stream_id}/index.m3u8", response_class=Response, summary="HLS playlist (EVENT)",
+             responses={200: {"content": {"application/vnd.apple.mpegurl": {}}}})  # fmt: skip
+    async def get_stream_playlist(self, stream_id: str = Path(pattern=STREAM_ID_PATTERN)) -> Response:
+        text = await self.streams.playlist.remote(stream_id)
+        return Response(text, media_type="application/vnd.apple.mpegurl", headers=_NO_CACHE)
+
+    @api.get("/v1/streams/{stream_id}/init.mp4", response_class=Response, summary="The fMP4 init segment",
+             responses={200: {"content": {"video/mp4": {}}}})  # fmt: skip
+    async def get_stream_init(self, stream_id: str = Path(pattern=STREAM_ID_PATTERN)) -> Response:
+        return Response(await self.streams.init.remote(stream_id), media_type="video/mp4", headers=_IMMUTABLE)
+
+    @api.get("/v1/streams/{stream_id}/seg/{index}.m4s", response_class=Response, summary="One media fragment",
+             responses={200: {"content": {"video/iso.segment": {}}}})  # fmt: skip
+    async def get_stream_fragment(self, stream_id: str = Path(pattern=STREAM_ID_PATTERN),
+                                  index: int = Path(ge=0, le=100_000)) -> Response:  # fmt: skip
+        data = await self.streams.fragment.remote(stream_id, index)
+        return Response(data, media_type="video/iso.segment", headers=_IMMUTABLE)
+
+    @api.get("/v1/streams/{stream_id}/live.mp4", response_class=StreamingResponse,
+             summary="The stream as one fragmented MP4, sent as fragments finish",
+             responses={200: {"content": {"video/mp4": {}}}})  # fmt: skip
+    async def get_stream_live(self, stream_id: str = Path(pattern=STREAM_ID_PATTERN)) -> StreamingResponse:
+        record = await self.streams.get.remote(stream_id)  # unknown: 404 before any byte is sent
+        if record["status"] in ("failed", "cancelled") and record["published"] == 0:
+            raise RenderFailed(f"stream {stream_id} is {record['status']}: "
+                               f"{(record.get('error') or {}).get('message', 'nothing was rendered')}")  # fmt: skip
+        return StreamingResponse(self._live(stream_id), media_type="video/mp4", headers=_NO_CACHE)
+
+    async def _live(self, stream_id: str):
+        """init, then each fragment as it is published. A viewer leaving ends only this generator."""
+        sent = 0
+        while True:
+            record = await self.streams.wait.remote(stream_id, sent, self.settings.stream_wait_s)
+            if sent == 0 and record["published"] > 0:
+                yield await self.streams.init.remote(stream_id)
+            while sent < record["published"]:
+                yield await self.streams.fragment.remote(stream_id, sent)
+                sent += 1
+            if record["status"] not in ("starting", "rendering"):
+                return
+
+    @api.delete("/v1/streams/{stream_id}", response_model=StreamStatus, summary="Cancel a stream, or delete a finished one")
+    async def delete_stream(self, stream_id: str = Path(pattern=STREAM_ID_PATTERN)) -> StreamStatus:
+        return _stream_status(await self.streams.cancel.remote(stream_id))
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def demo_page(self) -> HTMLResponse:

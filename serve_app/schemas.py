@@ -13,6 +13,7 @@ from wav2lip.options import PRESETS
 AVATAR_ID_PATTERN = r"^(default|[0-9a-f]{64})$"
 VIDEO_ID_PATTERN = r"^[0-9a-f]{64}$"
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
+STREAM_ID_PATTERN = VIDEO_ID_PATTERN
 
 
 def parse_quad(value) -> tuple[int, int, int, int] | None:
@@ -149,6 +150,27 @@ class JobStatus(BaseModel):
     url: str | None = None
     duration_s: float | None = None
     stats: Stats | None = Field(None, description="the render's statistics, once it succeeded")
+    error: ErrorBody | None = None
+
+
+class StreamCreated(BaseModel):
+    """Where a progressive stream is read: HLS, one chunked fMP4, the final MP4, the status."""
+
+    id: str
+    hls: str = Field(description="HLS EVENT playlist (fMP4 segments), ends with #EXT-X-ENDLIST")
+    mp4: str = Field(description="one fragmented MP4 sent as fragments finish (Media Source Extensions)")
+    final: str = Field(description="the finished MP4 (faststart): valid once status is complete")
+    status: str = Field(description="this stream's status")
+
+
+class StreamStatus(BaseModel):
+    id: str
+    status: Literal["starting", "rendering", "complete", "failed", "cancelled", "deleted"]
+    fragments_published: int
+    fragments_total: int = Field(description="0 until the audio's length is known")
+    duration_s: float = Field(description="seconds of video planned (0 until known)")
+    codecs: str | None = Field(None, description="RFC 6381 codecs, e.g. for MediaSource.isTypeSupported")
+    stats: Stats | None = Field(None, description="the render's statistics, once complete")
     error: ErrorBody | None = None
 
 

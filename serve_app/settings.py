@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     target_rtf: float | None = Field(None, gt=0)  #: target_achieved = time <= target_rtf x duration (None: 1.0)
     ingress_replicas: int = Field(1, ge=1)  #: HTTP front-door replicas
 
+    # Progressive streams (POST /v1/streams)
+    stream_first_chunk_frames: int = Field(16, ge=1, le=1000)  #: a short first chunk: the first frame sooner
+    stream_chunk_duration_s: float = Field(2.0, gt=0, le=60)  #: later chunks (rounded to the A/V grid)
+    stream_window: int = Field(4, ge=1, le=64)  #: chunks of one stream in flight at once
+    stream_wait_s: float = Field(10.0, gt=0)  #: a live.mp4 reader's wait for the next fragment, per call
+    max_stream_viewers: int = Field(256, ge=1)  #: open live.mp4 responses per ingress replica
+
     # Text to speech
     agents_file: Path = Path("agents.yaml")  #: agent personas (avatar, voice, rate, preset)
     tts_max_chars: int = Field(5000, ge=1)  #: longer text gets 413

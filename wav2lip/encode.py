@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cmaf import FRAGMENT_MOVFLAGS
 from .errors import EncodeError
 from .ffmpeg import base_args, ffmpeg_binary, input_args, run_ffmpeg, stderr_tail
 from .hparams import SAMPLE_RATE
@@ -51,15 +52,27 @@ def _video_codec_args(enc: EncodeOptions) -> list[str]:
 
 
 class SegmentEncoder:
-    """ffmpeg reading raw BGR frames from a pipe; ``write`` batches, ``close`` finishes."""
+    """ffmpeg reading raw BGR frames from a pipe; ``write`` batches, ``close`` finishes.
 
-    def __init__(self, path: str | Path, width: int, height: int, fps: float, enc: EncodeOptions):
+    With ``audio`` (a file of ADTS AAC frames: this chunk's slice of the stream's audio)
+    the segment is a stand-alone fragmented MP4 carrying both tracks, the audio copied
+    as it is (``wav2lip.cmaf`` turns it into a stream fragment).
+    """
+
+    def __init__(self, path: str | Path, width: int, height: int, fps: float, enc: EncodeOptions,
+                 audio: str | Path | None = None):  # fmt: skip
         self.path = Path(path)
         self.frames_written = 0
-        args = base_args() + [
-            "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}", "-r", fps_arg(fps),
-            "-i", "pipe:0", *_video_codec_args(enc), "-an", "-f", segment_format(enc)[0], str(self.path),
-        ]  # fmt: skip
+        video_in = ["-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}", "-r", fps_arg(fps), "-i", "pipe:0"]
+        if audio is None:
+            audio_in, out = [], ["-an", "-f", segment_format(enc)[0]]
+        else:
+            if enc.lossless:
+                raise EncodeError("streams are H.264 + AAC; lossless output is for whole files only")
+            audio_in = input_args(str(audio), "aac")
+            out = ["-map", "0:v:0", "-map", "1:a:0", "-c:a", "copy", "-bsf:a", "aac_adtstoasc", "-f", "mp4",
+                   "-movflags", FRAGMENT_MOVFLAGS]
+        args = base_args() + video_in + audio_in + _video_codec_args(enc) + out + [str(self.path)]
         self._err = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._err)
         self._shape = (height, width, 3)

@@ -62,9 +62,13 @@ def render_segment(
     loop: str = "pingpong",
     timings: dict[str, float] | None = None,
     progress: Callable[[int], None] | None = None,
+    audio: str | Path | None = None,
 ) -> Path:
-    """Frames [start, stop) rendered and encoded into one segment file (starts on a keyframe)."""
-    with SegmentEncoder(path, avatar.width, avatar.height, fps, enc) as encoder:
+    """Frames [start, stop) rendered and encoded into one segment file (starts on a keyframe).
+
+    ``audio``: this chunk's AAC frames (ADTS file); the segment is then a CMAF fragment.
+    """
+    with SegmentEncoder(path, avatar.width, avatar.height, fps, enc, audio) as encoder:
         renderer.render(avatar, mel, fps, start, stop, encoder.write, loop, progress, timings)
     return Path(path)
 

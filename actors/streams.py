@@ -1,0 +1,178 @@
+"""``StreamRegistry`` deployment: progressive streams, readable from any ingress replica.
+
+A stream is an init segment, media fragments published strictly in order, and a small
+state record (status, planned fragment durations, how many are published). The replica
+that renders a stream publishes here; every replica serves the playlist, the fragments
+and ``live.mp4`` from here, so a viewer may land anywhere. Fragments are written to
+disk atomically (checksummed, temp file + rename) before they are listed: a listed
+fragment is always whole. Readers wait on an event instead of polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from ray import serve
+
+from wav2lip import cmaf
+from wav2lip.errors import NotFound
+from wav2lip.storage import DiskStore
+
+from .cache import RecordStore
+
+ACTIVE = ("starting", "rendering")
+TERMINAL = ("complete", "failed", "cancelled")
+
+
+@serve.deployment(name="StreamRegistry", max_ongoing_requests=1024)
+class StreamRegistry:
+    def __init__(self, data_dir: str, retention_s: float, stale_after_s: float, clock=time.time):
+        root = Path(data_dir) / "streams"
+        self.records = RecordStore(root / "state")
+        self.media = DiskStore(root / "media", suffix=".m4s")
+        self.retention_s = retention_s
+        self.stale_after_s = stale_after_s
+        self.clock = clock
+        self._changed: dict[str, asyncio.Event] = {}
+
+    # ---- lifecycle (the rendering replica) ---------------------------------------------
+    def open(self, stream_id: str) -> dict:
+        """``{"record", "attached"}``: an active or complete stream is shared; else a new one starts."""
+        record = self._fresh(stream_id)
+        if record is not None and record["status"] not in ("failed", "cancelled"):
+            return {"record": record, "attached": True}
+        self._forget(stream_id)
+        now = self.clock()
+        record = {"id": stream_id, "status": "starting", "published": 0, "durations": [], "target_s": 0.0,
+                  "codecs": None, "error": None, "stats": None, "created_at": now, "updated_at": now,
+                  "expires_at": now + self.retention_s, "cancel_requested": False}  # fmt: skip
+        return {"record": self._save(record), "attached": False}
+
+    def discard(self, stream_id: str) -> None:
+        """Drop a stream whose request turned out invalid before anything was published."""
+        record = self.records.get(stream_id)
+        if record is not None and record["published"] == 0:
+            self._forget(stream_id)
+
+    def plan(self, stream_id: str, durations: list[float]) -> dict:
+        """The fragments' durations, known once the audio is: they fix the playlist's target."""
+        record = self._load(stream_id)
+        record.update(status="rendering", durations=durations, target_s=max(durations))
+        return self._save(record)
+
+    def publish(self, stream_id: str, index: int, fragment: bytes, init: bytes | None = None) -> dict:
+        """Append fragment ``index`` (the first carries the init segment); strictly in order."""
+        record = self._load(stream_id)
+        if record["status"] not in ACTIVE:
+            raise NotFound(f"stream {stream_id} is {record['status']}; nothing more is published")
+        if index != record["published"]:
+            raise ValueError(f"fragment {index} published out of order (next is {record['published']})")
+        if init is not None:
+            self.media.put(f"{stream_id}-init", init)
+            record["codecs"] = cmaf.codecs(init)
+        self.media.put(f"{stream_id}-{index}", fragment)
+        record["published"] = index + 1
+        return self._save(record)
+
+    def finish(self, stream_id: str, status: str, stats: dict | None = None, error: dict | None = None) -> dict:
+        record = self._load(stream_id)
+        if record["status"] in TERMINAL:
+            return record
+        record.update(status=status, stats=stats, error=error)
+        return self._save(record)
+
+    def cancel(self, stream_id: str) -> dict:
+        """Ask the rendering replica to stop (it confirms); a finished stream is deleted."""
+        record = self._load(stream_id)
+        if record["status"] in ACTIVE:
+            record["cancel_requested"] = True
+            return self._save(record)
+        self._forget(stream_id)
+        return {**record, "status": "deleted"}
+
+    def cancel_requested(self, stream_id: str) -> bool:
+        record = self.records.get(stream_id)
+        return record is None or record["cancel_requested"]
+
+    # ---- reading (any replica) -----------------------------------------------------------
+    def get(self, stream_id: str) -> dict:
+        record = self._fresh(stream_id)
+        if record is None:
+            raise NotFound(f"stream {stream_id} does not exist (or has expired)")
+        return {k: v for k, v in record.items() if k != "cancel_requested"}
+
+    async def wait(self, stream_id: str, published: int, timeout_s: float) -> dict:
+        """The record once more than ``published`` fragments are out, the stream ended, or time is up."""
+        record = self.get(stream_id)
+        deadline = time.monotonic() + timeout_s
+        while record["published"] <= published and record["status"] in ACTIVE:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            event = self._changed.setdefault(stream_id, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+            record = self.get(stream_id)
+        return record
+
+    def init(self, stream_id: str) -> bytes:
+        return self._media(stream_id, "init", self.get(stream_id)["published"] > 0)
+
+    def fragment(self, stream_id: str, index: int) -> bytes:
+        return self._media(stream_id, str(index), 0 <= index < self.get(stream_id)["published"])
+
+    def playlist(self, stream_id: str) -> str:
+        record = self.get(stream_id)
+        published = record["durations"][: record["published"]]
+        return cmaf.hls_playlist(published, record["target_s"], record["status"] == "complete")
+
+    # ---- internals -----------------------------------------------------------------------
+    def _media(self, stream_id: str, part: str, listed: bool) -> bytes:
+        data = self.media.get(f"{stream_id}-{part}") if listed else None
+        if data is None:
+            raise NotFound(f"stream {stream_id} has no {part} segment (yet)")
+        return data
+
+    def _load(self, stream_id: str) -> dict:
+        record = self.records.get(stream_id)
+        if record is None:
+            raise NotFound(f"stream {stream_id} does not exist")
+        return record
+
+    def _fresh(self, stream_id: str) -> dict | None:
+        """The record, with expiry and a silent renderer (its replica died) applied."""
+        record = self.records.get(stream_id)
+        if record is None:
+            return None
+        now = self.clock()
+        if now >= record["expires_at"]:
+            self._forget(stream_id)
+            return None
+        if record["status"] in ACTIVE and now - record["updated_at"] > self.stale_after_s:
+            record.update(status="failed", error={"error": "stream_lost",
+                                                  "message": "the replica rendering this stream stopped"})
+            self._save(record)
+        return record
+
+    def _save(self, record: dict) -> dict:
+        record["updated_at"] = self.clock()
+        self.records.put(record["id"], record)
+        event = self._changed.pop(record["id"], None)
+        if event is not None:
+            event.set()  # wake every reader waiting on this stream; later waits get a new event
+        return record
+
+    def _forget(self, stream_id: str) -> None:
+        record = self.records.get(stream_id)
+        if record is not None:
+            for n in range(record["published"]):
+                self.media.delete(f"{stream_id}-{n}")
+            self.media.delete(f"{stream_id}-init")
+            self.records.delete(stream_id)
+        event = self._changed.pop(stream_id, None)
+        if event is not None:
+            event.set()
