@@ -105,9 +105,12 @@ class StreamRegistry:
 
     async def wait(self, stream_id: str, published: int, timeout_s: float) -> dict:
         """The record once more than ``published`` fragments are out, the stream ended, or time is up."""
+        return await self._wait_for(stream_id, lambda r: r["published"] > published, timeout_s)
+
+    async def _wait_for(self, stream_id: str, ready, timeout_s: float) -> dict:
         record = self.get(stream_id)
         deadline = time.monotonic() + timeout_s
-        while record["published"] <= published and record["status"] in ACTIVE:
+        while not ready(record) and record["status"] in ACTIVE:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -125,10 +128,14 @@ class StreamRegistry:
     def fragment(self, stream_id: str, index: int) -> bytes:
         return self._media(stream_id, str(index), 0 <= index < self.get(stream_id)["published"])
 
-    def playlist(self, stream_id: str) -> str:
-        record = self.get(stream_id)
+    async def playlist(self, stream_id: str, timeout_s: float) -> str | None:
+        """The HLS playlist, or None while still unplanned after ``timeout_s``: the plan fixes
+        its header (the target duration), which must not change once a player has it."""
+        record = await self._wait_for(stream_id, lambda r: r["status"] != "starting", timeout_s)
+        if record["status"] == "starting":
+            return None
         published = record["durations"][: record["published"]]
-        return cmaf.hls_playlist(published, record["target_s"], record["status"] == "complete")
+        return cmaf.hls_playlist(published, record["target_s"], record["status"] in TERMINAL)
 
     # ---- internals -----------------------------------------------------------------------
     def _media(self, stream_id: str, part: str, listed: bool) -> bytes:

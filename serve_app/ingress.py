@@ -266,7 +266,9 @@ class Ingress:
     @api.get("/v1/streams/{stream_id}/index.m3u8", response_class=Response, summary="HLS playlist (EVENT)",
              responses={200: {"content": {"application/vnd.apple.mpegurl": {}}}})  # fmt: skip
     async def get_stream_playlist(self, stream_id: str = Path(pattern=STREAM_ID_PATTERN)) -> Response:
-        text = await self.streams.playlist.remote(stream_id)
+        text = await self.streams.playlist.remote(stream_id, self.settings.stream_wait_s)
+        if text is None:
+            raise NotReady(f"stream {stream_id} is still starting; retry in {self.settings.retry_after_s} s")
         return Response(text, media_type="application/vnd.apple.mpegurl", headers=_NO_CACHE)
 
     @api.get("/v1/streams/{stream_id}/init.mp4", response_class=Response, summary="The fMP4 init segment",
