@@ -30,8 +30,9 @@ from .hparams import SAMPLE_RATE
 AAC_FRAME = 1024  #: samples per AAC-LC frame
 #: ffmpeg's AAC encoder emits one frame of encoder delay first (pts -1024 in an MP4).
 _AAC_PRIMING_FRAMES = 1
-#: ffmpeg flags for a stand-alone fragmented MP4 whose moof offsets are self-relative.
-FRAGMENT_MOVFLAGS = "+frag_keyframe+empty_moov+default_base_moof"
+#: ffmpeg flags for a stand-alone fragmented MP4 whose moof offsets are self-relative;
+#: delay_moov: the moov waits for the first packets, so the AAC config from ADTS is in it.
+FRAGMENT_MOVFLAGS = "+frag_keyframe+empty_moov+delay_moov+default_base_moof"
 _SEQUENCE_STRIDE = 1000  #: mfhd sequence numbers: fragment n uses n*stride + 1, n*stride + 2, ...
 _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf", b"mvex", b"edts", b"dinf"}
 

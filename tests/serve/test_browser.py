@@ -1,0 +1,90 @@
+"""The demo page in a real browser: Debian's Chromium driven by Playwright.
+
+It plays the stream (Media Source Extensions fed from live.mp4) while the render is
+still running, reaches the end, and reports no error. CI installs both; elsewhere the
+test skips when either is missing, and says which.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import httpx
+import pytest
+
+from serve_app.settings import RenderSettings, Settings
+
+from .conftest import deploy
+
+pytestmark = pytest.mark.timeout(300)
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+TEXT = ("Hello! I am your virtual assistant. I can answer questions about your order, "
+        "your account and our opening hours. How can I help you today?")  # fmt: skip
+
+
+def _browser():
+    missing = []
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing.append("the playwright Python package")
+        sync_playwright = None
+    if CHROMIUM is None:
+        missing.append("Debian's chromium")
+    if missing:
+        reason = f"browser test needs {' and '.join(missing)} (.ci/run installs them)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return sync_playwright
+
+
+def test_demo_page_plays_the_stream_while_it_renders(ray_cluster, tmp_path):
+    sync_playwright = _browser()
+    url = ray_cluster
+    deploy(Settings(workers=2, worker_gpus=0.5, worker_cpus=0.5, data_dir=tmp_path, render=RenderSettings(threads=1),
+                    stream_chunk_duration_s=1.28, inject_chunk_delay_s=1.0, job_poll_s=0.1))  # fmt: skip
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"],
+        )  # fmt: skip
+        page = browser.new_page()
+        failed = []
+        page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        page.goto(url + "/")
+        page.wait_for_function("document.getElementById('agent').options.length > 0", timeout=30_000)
+        page.fill("#text", TEXT)
+        page.click("#go")
+        page.wait_for_function("window.demo.stream !== null || window.demo.error !== null", timeout=60_000)
+        stream = page.evaluate("window.demo.stream")
+        assert stream is not None, page.evaluate("window.demo.error")
+
+        playing_while_rendering = False
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            current = page.evaluate("document.getElementById('video').currentTime")
+            state = httpx.get(url + stream["status"], timeout=30).json()
+            if current > 0 and state["status"] == "rendering":
+                playing_while_rendering = True
+                break
+            assert page.evaluate("window.demo.error") is None
+            if state["status"] not in ("starting", "rendering"):
+                break
+            time.sleep(0.05)
+        assert playing_while_rendering, f"the video only started after the render: {state}"
+
+        page.wait_for_function("document.getElementById('video').ended", timeout=120_000)
+        assert page.evaluate("window.demo.error") is None
+        assert page.evaluate("document.getElementById('video').error") is None
+        page.wait_for_function("window.demo.state === 'done'", timeout=60_000)
+        duration = page.evaluate("document.getElementById('video').duration")
+        final = httpx.get(url + stream["status"], timeout=30).json()
+        assert abs(duration - final["duration_s"]) < 0.1, (duration, final["duration_s"])
+        assert page.evaluate("window.demo.firstFrameMs") > 0
+        page.screenshot(path=str(tmp_path / "demo.png"))
+        browser.close()
+    assert not [f for f in failed if not f.endswith("/favicon.ico")], failed
