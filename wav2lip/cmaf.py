@@ -112,13 +112,14 @@ def _tracks(init: bytes) -> dict[int, tuple[bytes, int]]:
 
 def split(data: bytes) -> tuple[bytes, bytes]:
     """A stand-alone fragmented MP4 -> (init segment, media segment); trailers are dropped."""
-    init, media = bytearray(), bytearray()
+    init, media, kinds = bytearray(), bytearray(), set()
     for kind, pos, size, _ in _boxes(data):
+        kinds.add(kind)
         if kind in (b"ftyp", b"moov"):
             init += data[pos : pos + size]
         elif kind in (b"moof", b"mdat"):
             media += data[pos : pos + size]
-    if not init or not media:
+    if b"moov" not in kinds or b"moof" not in kinds:
         raise EncodeError("the chunk is not a fragmented MP4 (no moov or no moof)")
     return bytes(init), bytes(media)
 
