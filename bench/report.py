@@ -184,8 +184,22 @@ def fractional_section(data: dict) -> list[str]:
             _source(data)]  # fmt: skip
 
 
+def stream_section(data: dict) -> list[str]:
+    r = data["results"]
+    browser = r["browser_first_frame_s"] if r["browser_first_frame_s"] is not None else r.get("browser_skipped")
+    s = r["settings"]
+    return [f"## Progressive delivery: first frame vs whole file ({r['audio_s']:.1f} s answer, warm)",
+            format_table(f"Medians; first chunk {s['first_chunk_frames']} frames, then {s['chunk_duration_s']} s chunks, "
+                         f"{s['window']} in flight",
+                         ["POST answered ms", "first fragment on the wire s", "first frame in Chromium s",
+                          "whole stream s", "whole file s (/v1/videos)", "fragments"],
+                         [[r["post_ms"], r["first_fragment_s"], browser, r["whole_stream_s"], r["whole_file_s"],
+                           r["fragments"]]]),
+            _source(data)]  # fmt: skip
+
+
 SECTIONS = {"engine": engine_section, "serve": serve_section, "tts": tts_section, "scale": scale_section,
-            "fractional": fractional_section}
+            "fractional": fractional_section, "stream": stream_section}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,142 @@
+"""Progressive-delivery benchmark: time to the first frame against time to the whole file.
+
+    python -m bench stream [--quick]        (CPU; needs Ray, so not for the GPU machine)
+
+Same service as ``bench serve`` (random official-format checkpoint: the real model's
+cost; default avatar, full resolution, default settings), the 9 s fixture, warm, with
+distinct audio per run (no cache hits). For each run:
+
+* ``POST /v1/streams`` answered (ms);
+* first fragment on the wire: the first bytes of ``live.mp4``, from the POST's start;
+* first frame in the browser: Chromium (Playwright) playing ``live.mp4`` through the demo
+  page's own MSE player, from the page's POST to its ``playing`` event (skipped, and
+  said so, where Chromium or Playwright is missing);
+* the whole stream (status complete) and, for comparison, ``POST /v1/videos`` (the
+  whole file in one response).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import soundfile as sf
+
+from .common import machine_info, print_table, write_result
+from .serve import AUDIO, _variant, local_service, random_checkpoint_dir
+
+_BROWSER_POST = """async ([audio, t0]) => {
+  const bytes = Uint8Array.from(atob(audio), (c) => c.charCodeAt(0));
+  const form = new FormData();
+  form.append("audio", new Blob([bytes], { type: "audio/wav" }), "a.wav");
+  const start = performance.now();
+  const info = await api("/v1/streams", { method: "POST", body: form });
+  demo.firstFrameMs = null; demo.state = "streaming";
+  playLive(info, start);
+  while (demo.firstFrameMs === null && !demo.error) await new Promise((r) => setTimeout(r, 5));
+  return { first_frame_ms: demo.firstFrameMs, error: demo.error, status: info.status };
+}"""
+
+
+def _wire(client, base: str, body: bytes) -> dict:
+    t = time.perf_counter()
+    r = client.post(f"{base}/v1/streams", files={"audio": ("a.wav", body, "audio/wav")})
+    r.raise_for_status()
+    info = r.json()
+    out = {"post_ms": (time.perf_counter() - t) * 1000}
+    with client.stream("GET", base + info["mp4"]) as live:
+        for piece in live.iter_bytes():
+            if "first_fragment_s" not in out:
+                out["first_fragment_s"] = time.perf_counter() - t
+    out["whole_stream_s"] = time.perf_counter() - t
+    status = client.get(base + info["status"]).json()
+    assert status["status"] == "complete", status
+    out["fragments"] = status["fragments_total"]
+    return out
+
+
+def _browser(base: str, bodies: list[bytes], client) -> list[float] | str:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return "playwright is not installed"
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        return "chromium is not installed"
+    firsts = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"])  # fmt: skip
+        page = browser.new_page()
+        page.goto(base + "/")
+        for body in bodies:
+            got = page.evaluate(_BROWSER_POST, [base64.b64encode(body).decode(), 0])
+            assert got["error"] is None, got
+            firsts.append(got["first_frame_ms"] / 1000)
+            while client.get(base + got["status"]).json()["status"] in ("starting", "rendering"):
+                time.sleep(0.1)  # one stream at a time
+        browser.close()
+    return firsts
+
+
+def run(quick: bool = False) -> dict:
+    import httpx
+
+    tmp = Path(tempfile.mkdtemp(prefix="w2l-bench-"))
+    ckpt = random_checkpoint_dir(tmp)
+    samples, _ = sf.read(AUDIO, dtype="float32")
+    repeats = 2 if quick else 3
+    results: dict = {"audio_s": len(samples) / 16000}
+    with local_service(checkpoint_dir=ckpt, data_dir=tmp / "data") as (base, settings):
+        with httpx.Client(timeout=600) as client:
+            _wire(client, base, _variant(samples, 500))  # warm: model, avatar, caches
+            wire = [_wire(client, base, _variant(samples, 501 + i)) for i in range(repeats)]
+            whole = []
+            for i in range(repeats):
+                t = time.perf_counter()
+                r = client.post(f"{base}/v1/videos", files={"audio": ("a.wav", _variant(samples, 601 + i), "audio/wav")})
+                r.raise_for_status()
+                whole.append(time.perf_counter() - t)
+            browser = _browser(base, [_variant(samples, 701 + i) for i in range(repeats)], client)
+        results["settings"] = {"first_chunk_frames": settings.stream_first_chunk_frames,
+                               "chunk_duration_s": settings.stream_chunk_duration_s, "window": settings.stream_window,
+                               "workers": settings.workers}  # fmt: skip
+    med = statistics.median
+    results["post_ms"] = med(w["post_ms"] for w in wire)
+    results["first_fragment_s"] = med(w["first_fragment_s"] for w in wire)
+    results["whole_stream_s"] = med(w["whole_stream_s"] for w in wire)
+    results["fragments"] = wire[0]["fragments"]
+    results["whole_file_s"] = med(whole)
+    if isinstance(browser, str):
+        results["browser_first_frame_s"], results["browser_skipped"] = None, browser
+    else:
+        results["browser_first_frame_s"] = med(browser)
+    results["runs"] = {"wire": wire, "whole_file_s": whole, "browser_first_frame_s": browser}
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench stream")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    r = run(args.quick)
+    print_table("9 s answer, warm: progressive vs whole file (seconds, medians)",
+                ["POST answered (ms)", "first fragment on the wire", "first frame in Chromium", "whole stream",
+                 "whole file (/v1/videos)", "fragments"],
+                [[r["post_ms"], r["first_fragment_s"], r["browser_first_frame_s"] or r.get("browser_skipped"),
+                  r["whole_stream_s"], r["whole_file_s"], r["fragments"]]])  # fmt: skip
+    path = write_result("stream", args.device, r, machine_info("cpu"))
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
