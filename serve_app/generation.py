@@ -77,6 +77,27 @@ class _Render:
             self.tasks.append(asyncio.ensure_future(gen._render_with_retries(job, self)))
 
 
+async def watch(work: asyncio.Task, poll_s: float, cancel_requested) -> tuple[str, object]:
+    """Await a background render, cancelling it once ``await cancel_requested()`` says so
+    (a cancel asked through any ingress replica lands in a registry, not here).
+
+    ``("succeeded", result)``, ``("cancelled", None)`` or ``("failed", error body)``.
+    """
+    while not work.done():
+        await asyncio.wait([work], timeout=poll_s)
+        if not work.done() and await cancel_requested():
+            work.cancel()
+    try:
+        return "succeeded", work.result()
+    except asyncio.CancelledError:
+        return "cancelled", None
+    except Wav2LipError as exc:
+        return "failed", error_body(error_code(exc), exc.message)
+    except Exception as exc:  # our bug: recorded on the job or stream, logged here
+        log.exception("background render failed")
+        return "failed", error_body("internal_error", str(exc)[:300])
+
+
 class VideoGenerator:
     def __init__(self, settings: Settings, worker, combiner, avatars, results, tts, jobs, personas: Personas):
         self.settings = settings
@@ -383,22 +404,12 @@ class VideoGenerator:
     async def _run_job(self, job_id: str, req: VideoRequest) -> None:
         render = asyncio.create_task(self.generate(req, job_id))
         await self.jobs.update.remote(job_id, status="running")
-        while not render.done():  # watch for a cancel request made through any ingress replica
-            await asyncio.wait([render], timeout=self.settings.job_poll_s)
-            if not render.done() and await self.jobs.cancel_requested.remote(job_id):
-                render.cancel()
-        try:
-            response = render.result()
-        except asyncio.CancelledError:
-            await self.jobs.update.remote(job_id, status="cancelled")
-        except Wav2LipError as exc:
-            await self.jobs.update.remote(job_id, status="failed", error=error_body(error_code(exc), exc.message))
-        except Exception as exc:  # our bug: recorded on the job, logged here
-            log.exception("job %s failed", job_id)
-            await self.jobs.update.remote(job_id, status="failed", error=error_body("internal_error", str(exc)[:300]))
+        outcome, value = await watch(render, self.settings.job_poll_s, lambda: self.jobs.cancel_requested.remote(job_id))
+        if outcome == "succeeded":
+            await self.jobs.update.remote(job_id, status="succeeded", video_id=value.video_id,
+                                          duration_s=value.duration_s, stats=value.stats.model_dump())  # fmt: skip
         else:
-            await self.jobs.update.remote(job_id, status="succeeded", video_id=response.video_id,
-                                          duration_s=response.duration_s, stats=response.stats.model_dump())  # fmt: skip
+            await self.jobs.update.remote(job_id, status=outcome, error=value)
 
     async def video_bytes(self, video_id: str) -> bytes:
         cached = await self.results.get.remote(video_id)

@@ -23,11 +23,10 @@ import ray
 from actors.lipsync import ChunkJob
 from wav2lip import cmaf
 from wav2lip.audio import frame_count, load_audio, melspectrogram
-from wav2lip.errors import InvalidSettings, Wav2LipError
+from wav2lip.errors import InvalidSettings
 from wav2lip.storage import content_key
 
-from .errors import error_body, error_code
-from .generation import VideoGenerator, _Render
+from .generation import VideoGenerator, _Render, watch
 from .planner import plan_stream_chunks
 from .schemas import VideoRequest
 
@@ -83,22 +82,13 @@ class StreamService:
         """Render, watching for a cancel request made through any replica; record the outcome."""
         with self.gen.busy():
             work = asyncio.create_task(self._render(stream_id, r, samples, voice, rate))
-            while not work.done():
-                await asyncio.wait([work], timeout=self.settings.job_poll_s)
-                if not work.done() and await self.streams.cancel_requested.remote(stream_id):
-                    work.cancel()
-            try:
-                stats = work.result()
-            except asyncio.CancelledError:
-                await self.streams.finish.remote(stream_id, "cancelled")
-            except Wav2LipError as exc:
-                log.warning("stream %s failed: %s", stream_id, exc.message)
-                await self.streams.finish.remote(stream_id, "failed", error=error_body(error_code(exc), exc.message))
-            except Exception as exc:  # our bug: recorded on the stream, logged here
-                log.exception("stream %s failed", stream_id)
-                await self.streams.finish.remote(stream_id, "failed", error=error_body("internal_error", str(exc)[:300]))
-            else:
-                await self.streams.finish.remote(stream_id, "complete", stats=stats)
+            outcome, value = await watch(work, self.settings.job_poll_s,
+                                         lambda: self.streams.cancel_requested.remote(stream_id))  # fmt: skip
+        if outcome == "failed":
+            log.warning("stream %s failed: %s", stream_id, value["message"])
+        await self.streams.finish.remote(stream_id, "complete" if outcome == "succeeded" else outcome,
+                                         stats=value if outcome == "succeeded" else None,
+                                         error=value if outcome == "failed" else None)  # fmt: skip
 
     async def _render(self, stream_id: str, r: _Render, samples: np.ndarray | None, voice, rate) -> dict:
         gen, settings = self.gen, self.settings

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import struct
-import subprocess
 from fractions import Fraction
 
 import numpy as np
@@ -16,27 +15,13 @@ from wav2lip.audio import frame_count, melspectrogram
 from wav2lip.encode import read_frames
 from wav2lip.errors import EncodeError
 from wav2lip.fallback import FallbackGenerator
-from wav2lip.ffmpeg import ffmpeg_binary
 from wav2lip.options import AvatarOptions, RenderOptions, preset
 from wav2lip.pipeline import render_segment
 from wav2lip.render import Renderer
 
+from ..media import packet_times
+
 FPS = 25.0
-
-
-def packets(path) -> dict[int, list[tuple[float, float]]]:
-    """(pts, duration) seconds of every packet per stream (stream copy, no decode)."""
-    out = subprocess.run([ffmpeg_binary(), "-hide_banner", "-i", str(path), "-c", "copy", "-f", "framemd5", "-"],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
-    bases, found = {}, {}
-    for line in out.splitlines():
-        if line.startswith("#tb "):
-            stream, tb = line[4:].split(": ")
-            bases[int(stream)] = Fraction(tb)
-        elif line and not line.startswith("#"):
-            stream, _dts, pts, duration = (int(x) for x in line.split(",")[:4])
-            found.setdefault(stream, []).append((float(pts * bases[stream]), float(duration * bases[stream])))
-    return found
 
 
 def test_aac_is_encoded_once_into_frames_that_cover_the_audio(speech_samples):
@@ -92,7 +77,7 @@ def tfdts(media: bytes) -> list[int]:
 
 
 def test_fragments_sit_back_to_back_on_one_timeline(stream):
-    live = packets(stream["live"])
+    live = packet_times(stream["live"])
     video, audio = live[0], live[1]
     assert len(video) == stream["n"] and len(audio) == len(stream["aac"])
     for track in (video, audio):
@@ -109,7 +94,7 @@ def test_final_mp4_holds_the_stream_frames_with_faststart(stream):
     final = stream["final"].read_bytes()
     assert final.find(b"moov") < final.find(b"mdat")
     assert np.array_equal(read_frames(stream["final"]), read_frames(stream["live"]))
-    assert packets(stream["final"]) == packets(stream["live"])
+    assert packet_times(stream["final"]) == packet_times(stream["live"])
 
 
 def test_codecs_and_init_checks(stream, tmp_path, data_dir):

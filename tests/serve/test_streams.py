@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import subprocess
-import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -24,6 +22,7 @@ from wav2lip.audio import frame_count, load_audio
 from wav2lip.encode import read_frames
 from wav2lip.ffmpeg import ffmpeg_binary
 
+from ..media import packet_times
 from .conftest import DATA, chunks_rendered, deploy, stream_durations
 
 pytestmark = pytest.mark.timeout(300)
@@ -63,21 +62,6 @@ def wait_until_done(url: str, info: dict, timeout_s: float = 240) -> dict:
     while (s := status(url, info))["status"] in ACTIVE and time.monotonic() < deadline:
         time.sleep(0.1)
     return s
-
-
-def packet_times(path: Path) -> dict[int, list[tuple[float, float]]]:
-    """(pts, duration) in seconds of every packet, per stream, without decoding."""
-    out = subprocess.run([ffmpeg_binary(), "-hide_banner", "-i", str(path), "-c", "copy", "-f", "framemd5", "-"],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
-    bases, packets = {}, {}
-    for line in out.splitlines():
-        if line.startswith("#tb "):
-            stream, tb = line[4:].split(": ")
-            bases[int(stream)] = Fraction(tb)
-        elif line and not line.startswith("#"):
-            stream, _dts, pts, duration = (int(x) for x in line.split(",")[:4])
-            packets.setdefault(stream, []).append((float(pts * bases[stream]), float(duration * bases[stream])))
-    return packets
 
 
 def read_live(url: str, info: dict, events: list, stop_after: int | None = None) -> bytes:
