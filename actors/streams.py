@@ -23,6 +23,7 @@ from wav2lip.storage import DiskStore
 from .cache import RecordStore
 
 ACTIVE = ("starting", "rendering")
+_SWEEP_EVERY_S = 60.0  #: how often opening a stream also deletes expired ones
 TERMINAL = ("complete", "failed", "cancelled")
 
 
@@ -36,10 +37,12 @@ class StreamRegistry:
         self.stale_after_s = stale_after_s
         self.clock = clock
         self._changed: dict[str, asyncio.Event] = {}
+        self._swept_at = float("-inf")
 
     # ---- lifecycle (the rendering replica) ---------------------------------------------
     def open(self, stream_id: str) -> dict:
         """``{"record", "attached"}``: an active or complete stream is shared; else a new one starts."""
+        self._sweep()
         record = self._fresh(stream_id)
         if record is not None and record["status"] not in ("failed", "cancelled"):
             return {"record": record, "attached": True}
@@ -164,6 +167,14 @@ class StreamRegistry:
                                                   "message": "the replica rendering this stream stopped"})
             self._save(record)
         return record
+
+    def _sweep(self) -> None:
+        """Delete expired streams (records and fragments), at most every ``_SWEEP_EVERY_S``."""
+        now = self.clock()
+        if now - self._swept_at >= _SWEEP_EVERY_S:
+            self._swept_at = now
+            for stream_id in self.records.keys():
+                self._fresh(stream_id)
 
     def _save(self, record: dict) -> dict:
         record["updated_at"] = self.clock()

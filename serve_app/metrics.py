@@ -26,6 +26,11 @@ class ServiceMetrics:
         self.chunk_retries = Counter("lipsync_chunk_retries_total", description="chunk attempts that were retried")
         self.rejected = Counter("lipsync_rejected_total", description="requests shed with 503 (overload)")
         self.pending = Gauge("lipsync_pending_requests", description="renders in progress on this ingress replica")
+        self.first_fragment_seconds = Histogram(
+            "lipsync_stream_first_fragment_seconds", description="stream request to its first published fragment",
+            boundaries=_LATENCY_BUCKETS,
+        )  # fmt: skip
+        self.streams = Counter("lipsync_streams_total", description="streams opened, by outcome", tag_keys=("outcome",))
 
     def observe(self, total_s: float, rtf: float, hit: bool, renderer: str, retries: int) -> None:
         self.request_seconds.observe(total_s, tags={"cache": "hit" if hit else "miss", "renderer": renderer})

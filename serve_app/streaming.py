@@ -60,6 +60,7 @@ class StreamService:
         )  # fmt: skip
         opened = await self.streams.open.remote(stream_id)
         if opened["attached"]:
+            gen.metrics.streams.inc(tags={"outcome": "attached"})
             return opened["record"]
         try:
             gen._admit()
@@ -86,7 +87,9 @@ class StreamService:
                                          lambda: self.streams.cancel_requested.remote(stream_id))  # fmt: skip
         if outcome == "failed":
             log.warning("stream %s failed: %s", stream_id, value["message"])
-        await self.streams.finish.remote(stream_id, "complete" if outcome == "succeeded" else outcome,
+        final = "complete" if outcome == "succeeded" else outcome
+        self.gen.metrics.streams.inc(tags={"outcome": final})
+        await self.streams.finish.remote(stream_id, final,
                                          stats=value if outcome == "succeeded" else None,
                                          error=value if outcome == "failed" else None)  # fmt: skip
 
@@ -132,6 +135,7 @@ class StreamService:
                 await self.streams.publish.remote(stream_id, index, media, chunk_init if index == 0 else None)
                 if index == 0:
                     r.stages["first_fragment"] = time.perf_counter() - r.t_start
+                    gen.metrics.first_fragment_seconds.observe(r.stages["first_fragment"])
                 fragments.append(media)
                 retries += tries
                 nodes.add(result.node_id)
