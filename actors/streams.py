@@ -40,7 +40,7 @@ class StreamRegistry:
         self._swept_at = float("-inf")
 
     # ---- lifecycle (the rendering replica) ---------------------------------------------
-    def open(self, stream_id: str) -> dict:
+    async def open(self, stream_id: str) -> dict:
         """``{"record", "attached"}``: an active or complete stream is shared; else a new one starts."""
         self._sweep()
         record = self._fresh(stream_id)
@@ -53,19 +53,19 @@ class StreamRegistry:
                   "expires_at": now + self.retention_s, "cancel_requested": False}  # fmt: skip
         return {"record": self._save(record), "attached": False}
 
-    def discard(self, stream_id: str) -> None:
+    async def discard(self, stream_id: str) -> None:
         """Drop a stream whose request turned out invalid before anything was published."""
         record = self.records.get(stream_id)
         if record is not None and record["published"] == 0:
             self._forget(stream_id)
 
-    def plan(self, stream_id: str, durations: list[float]) -> dict:
+    async def plan(self, stream_id: str, durations: list[float]) -> dict:
         """The fragments' durations, known once the audio is: they fix the playlist's target."""
         record = self._load(stream_id)
         record.update(status="rendering", durations=durations, target_s=max(durations))
         return self._save(record)
 
-    def publish(self, stream_id: str, index: int, fragment: bytes, init: bytes | None = None) -> dict:
+    async def publish(self, stream_id: str, index: int, fragment: bytes, init: bytes | None = None) -> dict:
         """Append fragment ``index`` (the first carries the init segment); strictly in order."""
         record = self._load(stream_id)
         if record["status"] not in ACTIVE:
@@ -79,14 +79,14 @@ class StreamRegistry:
         record["published"] = index + 1
         return self._save(record)
 
-    def finish(self, stream_id: str, status: str, stats: dict | None = None, error: dict | None = None) -> dict:
+    async def finish(self, stream_id: str, status: str, stats: dict | None = None, error: dict | None = None) -> dict:
         record = self._load(stream_id)
         if record["status"] in TERMINAL:
             return record
         record.update(status=status, stats=stats, error=error)
         return self._save(record)
 
-    def cancel(self, stream_id: str) -> dict:
+    async def cancel(self, stream_id: str) -> dict:
         """Ask the rendering replica to stop (it confirms); a finished stream is deleted."""
         record = self._load(stream_id)
         if record["status"] in ACTIVE:
@@ -95,23 +95,20 @@ class StreamRegistry:
         self._forget(stream_id)
         return {**record, "status": "deleted"}
 
-    def cancel_requested(self, stream_id: str) -> bool:
+    async def cancel_requested(self, stream_id: str) -> bool:
         record = self.records.get(stream_id)
         return record is None or record["cancel_requested"]
 
     # ---- reading (any replica) -----------------------------------------------------------
-    def get(self, stream_id: str) -> dict:
-        record = self._fresh(stream_id)
-        if record is None:
-            raise NotFound(f"stream {stream_id} does not exist (or has expired)")
-        return {k: v for k, v in record.items() if k != "cancel_requested"}
+    async def get(self, stream_id: str) -> dict:
+        return self._public(stream_id)
 
     async def wait(self, stream_id: str, published: int, timeout_s: float) -> dict:
         """The record once more than ``published`` fragments are out, the stream ended, or time is up."""
         return await self._wait_for(stream_id, lambda r: r["published"] > published, timeout_s)
 
     async def _wait_for(self, stream_id: str, ready, timeout_s: float) -> dict:
-        record = self.get(stream_id)
+        record = self._public(stream_id)
         deadline = time.monotonic() + timeout_s
         while not ready(record) and record["status"] in ACTIVE:
             left = deadline - time.monotonic()
@@ -122,14 +119,14 @@ class StreamRegistry:
                 await asyncio.wait_for(event.wait(), left)
             except asyncio.TimeoutError:
                 pass
-            record = self.get(stream_id)
+            record = self._public(stream_id)
         return record
 
-    def init(self, stream_id: str) -> bytes:
-        return self._media(stream_id, "init", self.get(stream_id)["published"] > 0)
+    async def init(self, stream_id: str) -> bytes:
+        return self._media(stream_id, "init", self._public(stream_id)["published"] > 0)
 
-    def fragment(self, stream_id: str, index: int) -> bytes:
-        return self._media(stream_id, str(index), 0 <= index < self.get(stream_id)["published"])
+    async def fragment(self, stream_id: str, index: int) -> bytes:
+        return self._media(stream_id, str(index), 0 <= index < self._public(stream_id)["published"])
 
     async def playlist(self, stream_id: str, timeout_s: float) -> str | None:
         """The HLS playlist, or None while still unplanned after ``timeout_s``: the plan fixes
@@ -141,6 +138,12 @@ class StreamRegistry:
         return cmaf.hls_playlist(published, record["target_s"], record["status"] in TERMINAL)
 
     # ---- internals -----------------------------------------------------------------------
+    def _public(self, stream_id: str) -> dict:
+        record = self._fresh(stream_id)
+        if record is None:
+            raise NotFound(f"stream {stream_id} does not exist (or has expired)")
+        return {k: v for k, v in record.items() if k != "cancel_requested"}
+
     def _media(self, stream_id: str, part: str, listed: bool) -> bytes:
         data = self.media.get(f"{stream_id}-{part}") if listed else None
         if data is None:

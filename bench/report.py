@@ -118,6 +118,11 @@ def engine_section(data: dict) -> list[str]:
                                  ["overlapped: encoder fed from a queue", ov["overlapped"]["render"],
                                   ov["overlapped"]["combine"], ov["overlapped"]["total"]]]))  # fmt: skip
         out.append(f"\nSpeed-up from overlap: x{ov['speedup']:.2f}.\n")
+    ff = r.get("first_fragment")
+    if ff:
+        out.append(f"Progressive stream, engine side ({ff['precision']}): mel and AAC for the whole answer, then its "
+                   f"first {ff['frames']}-frame chunk rendered, encoded with its audio slice and packaged as a "
+                   f"CMAF fragment: {ff['seconds']:.3f} s.\n")  # fmt: skip
     out.append(_source(data))
     return out
 

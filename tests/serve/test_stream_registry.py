@@ -29,69 +29,82 @@ def registry(tmp_path):
 
 def test_fragments_are_published_in_order_and_listed_only_whole(registry, tmp_path):
     reg, _ = registry
-    assert reg.open(SID)["attached"] is False
-    assert asyncio.run(reg.playlist(SID, 0.01)) is None  # no plan yet: no header to promise
-    reg.plan(SID, [0.64, 1.28, 0.5])
-    with pytest.raises(ValueError, match="out of order"):
-        reg.publish(SID, 1, b"m1")
-    with pytest.raises(NotFound):
-        reg.fragment(SID, 0)
-    reg.publish(SID, 0, b"m0", init=b"\x00\x00\x00\x08avcC")
-    assert reg.fragment(SID, 0) == b"m0" and reg.init(SID).endswith(b"avcC")
-    text = asyncio.run(reg.playlist(SID, 0.01))
-    assert "seg/0.m4s" in text and "seg/1.m4s" not in text and "#EXT-X-TARGETDURATION:2" in text
-    assert "ENDLIST" not in text
-    assert reg.open(SID)["attached"] is True  # a second identical request joins this one
-    reg.publish(SID, 1, b"m1")
-    reg.publish(SID, 2, b"m2")
-    reg.finish(SID, "complete", stats={"total_chunks": 3})
-    assert asyncio.run(reg.playlist(SID, 0.01)).endswith("#EXT-X-ENDLIST\n")
-    assert reg.open(SID)["attached"] is True  # finished: served as it is
-    with pytest.raises(NotFound):
-        reg.publish(SID, 3, b"m3")  # nothing more after the end
+
+    async def scenario():
+        assert (await reg.open(SID))["attached"] is False
+        assert await reg.playlist(SID, 0.01) is None  # no plan yet: no header to promise
+        await reg.plan(SID, [0.64, 1.28, 0.5])
+        with pytest.raises(ValueError, match="out of order"):
+            await reg.publish(SID, 1, b"m1")
+        with pytest.raises(NotFound):
+            await reg.fragment(SID, 0)
+        await reg.publish(SID, 0, b"m0", init=b"\x00\x00\x00\x08avcC")
+        assert await reg.fragment(SID, 0) == b"m0" and (await reg.init(SID)).endswith(b"avcC")
+        text = await reg.playlist(SID, 0.01)
+        assert "seg/0.m4s" in text and "seg/1.m4s" not in text and "#EXT-X-TARGETDURATION:2" in text
+        assert "ENDLIST" not in text
+        assert (await reg.open(SID))["attached"] is True  # a second identical request joins this one
+        await reg.publish(SID, 1, b"m1")
+        await reg.publish(SID, 2, b"m2")
+        await reg.finish(SID, "complete", stats={"total_chunks": 3})
+        assert (await reg.playlist(SID, 0.01)).endswith("#EXT-X-ENDLIST\n")
+        assert (await reg.open(SID))["attached"] is True  # finished: served as it is
+        with pytest.raises(NotFound):
+            await reg.publish(SID, 3, b"m3")  # nothing more after the end
+
+    asyncio.run(scenario())
     assert not list(tmp_path.rglob("*.tmp"))
 
 
 def test_cancel_failure_and_a_silent_renderer(registry):
     reg, clock = registry
-    reg.open(SID)
-    reg.plan(SID, [1.0])
-    assert reg.cancel_requested(SID) is False
-    assert reg.cancel(SID)["cancel_requested"] is True and reg.cancel_requested(SID) is True
-    reg.finish(SID, "cancelled")
-    assert reg.open(SID)["attached"] is False  # a cancelled stream is rendered afresh
-    clock.now += 61  # its renderer went silent (replica died)
-    state = reg.get(SID)
-    assert state["status"] == "failed" and state["error"]["error"] == "stream_lost"
-    assert reg.cancel(SID)["status"] == "deleted"  # DELETE of an ended stream removes it
-    with pytest.raises(NotFound):
-        reg.get(SID)
+
+    async def scenario():
+        await reg.open(SID)
+        await reg.plan(SID, [1.0])
+        assert await reg.cancel_requested(SID) is False
+        assert (await reg.cancel(SID))["cancel_requested"] is True and await reg.cancel_requested(SID) is True
+        await reg.finish(SID, "cancelled")
+        assert (await reg.open(SID))["attached"] is False  # a cancelled stream is rendered afresh
+        clock.now += 61  # its renderer went silent (replica died)
+        state = await reg.get(SID)
+        assert state["status"] == "failed" and state["error"]["error"] == "stream_lost"
+        assert (await reg.cancel(SID))["status"] == "deleted"  # DELETE of an ended stream removes it
+        with pytest.raises(NotFound):
+            await reg.get(SID)
+
+    asyncio.run(scenario())
 
 
 def test_expired_streams_are_deleted_with_their_fragments(registry, tmp_path):
     reg, clock = registry
-    reg.open(SID)
-    reg.plan(SID, [1.0])
-    reg.publish(SID, 0, b"m0", init=b"init")
-    reg.finish(SID, "complete")
-    assert len(list((tmp_path / "streams" / "media").glob("*.m4s"))) == 2
-    clock.now += 3601
-    reg.open("b" * 64)  # opening another stream sweeps expired ones
-    assert not list((tmp_path / "streams" / "media").glob(f"{SID}*"))
-    with pytest.raises(NotFound):
-        reg.get(SID)
+    media = tmp_path / "streams" / "media"
+
+    async def scenario():
+        await reg.open(SID)
+        await reg.plan(SID, [1.0])
+        await reg.publish(SID, 0, b"m0", init=b"init")
+        await reg.finish(SID, "complete")
+        assert len(list(media.glob("*.m4s"))) == 2
+        clock.now += 3601
+        await reg.open("b" * 64)  # opening another stream sweeps expired ones
+        assert not list(media.glob(f"{SID}*"))
+        with pytest.raises(NotFound):
+            await reg.get(SID)
+
+    asyncio.run(scenario())
 
 
 def test_wait_wakes_on_publish_and_times_out(registry):
     reg, _ = registry
-    reg.open(SID)
-    reg.plan(SID, [1.0, 1.0])
 
     async def scenario():
+        await reg.open(SID)
+        await reg.plan(SID, [1.0, 1.0])
         waiter = asyncio.create_task(reg.wait(SID, 0, 5.0))
         await asyncio.sleep(0.05)
         assert not waiter.done()
-        reg.publish(SID, 0, b"m0", init=b"init")
+        await reg.publish(SID, 0, b"m0", init=b"init")
         record = await asyncio.wait_for(waiter, 1.0)
         assert record["published"] == 1
         timed_out = await reg.wait(SID, 1, 0.05)  # nothing new: returns after the timeout
