@@ -49,8 +49,9 @@ class StreamRegistry:
         self._forget(stream_id)
         now = self.clock()
         record = {"id": stream_id, "status": "starting", "published": 0, "durations": [], "target_s": 0.0,
-                  "codecs": None, "error": None, "stats": None, "created_at": now, "updated_at": now,
-                  "expires_at": now + self.retention_s, "cancel_requested": False}  # fmt: skip
+                  "fragments_total": 0, "duration_s": 0.0, "codecs": None, "error": None, "stats": None,
+                  "created_at": now, "updated_at": now, "expires_at": now + self.retention_s,
+                  "cancel_requested": False}  # fmt: skip
         return {"record": self._save(record), "attached": False}
 
     async def discard(self, stream_id: str) -> None:
@@ -59,13 +60,20 @@ class StreamRegistry:
         if record is not None and record["published"] == 0:
             self._forget(stream_id)
 
-    async def plan(self, stream_id: str, durations: list[float]) -> dict:
-        """The fragments' durations, known once the audio is: they fix the playlist's target."""
+    async def start(self, stream_id: str, target_s: float) -> dict:
+        """Rendering begins; no fragment will be longer than ``target_s`` (the playlist's header)."""
         record = self._load(stream_id)
-        record.update(status="rendering", durations=durations, target_s=max(durations))
+        record.update(status="rendering", target_s=target_s)
         return self._save(record)
 
-    async def publish(self, stream_id: str, index: int, fragment: bytes, init: bytes | None = None) -> dict:
+    async def plan(self, stream_id: str, fragments_total: int, duration_s: float) -> dict:
+        """How many fragments and seconds there will be, once the whole speech is known."""
+        record = self._load(stream_id)
+        record.update(fragments_total=fragments_total, duration_s=duration_s)
+        return self._save(record)
+
+    async def publish(self, stream_id: str, index: int, fragment: bytes, duration_s: float,
+                      init: bytes | None = None) -> dict:  # fmt: skip
         """Append fragment ``index`` (the first carries the init segment); strictly in order."""
         record = self._load(stream_id)
         if record["status"] not in ACTIVE:
@@ -77,6 +85,7 @@ class StreamRegistry:
             record["codecs"] = cmaf.codecs(init)
         self.media.put(f"{stream_id}-{index}", fragment)
         record["published"] = index + 1
+        record["durations"].append(duration_s)
         return self._save(record)
 
     async def finish(self, stream_id: str, status: str, stats: dict | None = None, error: dict | None = None) -> dict:
@@ -134,8 +143,7 @@ class StreamRegistry:
         record = await self._wait_for(stream_id, lambda r: r["status"] != "starting", timeout_s)
         if record["status"] == "starting":
             return None
-        published = record["durations"][: record["published"]]
-        return cmaf.hls_playlist(published, record["target_s"], record["status"] in TERMINAL)
+        return cmaf.hls_playlist(record["durations"], record["target_s"], record["status"] in TERMINAL)
 
     # ---- internals -----------------------------------------------------------------------
     def _public(self, stream_id: str) -> dict:

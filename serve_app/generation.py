@@ -77,6 +77,17 @@ class _Render:
             self.tasks.append(asyncio.ensure_future(gen._render_with_retries(job, self)))
 
 
+def final_frames(known_samples: int, fps: float) -> int:
+    """Frames whose mel windows are final once ``known_samples`` of the speech are known.
+
+    A mel column is final once every sample it sees (n_fft/2 either side) is known, so a
+    frame whose 16-column window lies in final columns renders exactly as it would from
+    the whole audio; the official tail frame waits for the end.
+    """
+    final_cols = (known_samples - N_FFT // 2) // HOP_LENGTH + 1
+    return official_frame_count(final_cols, fps) - 1 if final_cols >= MEL_STEP else 0
+
+
 async def watch(work: asyncio.Task, poll_s: float, cancel_requested) -> tuple[str, object]:
     """Await a background render, cancelling it once ``await cancel_requested()`` says so
     (a cancel asked through any ingress replica lands in a registry, not here).
@@ -268,13 +279,8 @@ class VideoGenerator:
             self._inflight.pop(key, None)
 
     async def _render_streaming_text(self, r: _Render, voice: str, rate: float) -> VideoResponse:
-        """Speech arrives per sentence; frames whose mel windows are final are rendered at once.
-
-        A mel column is final once every sample it sees (n_fft/2 either side) is known, so
-        a frame whose 16-column window lies in final columns renders exactly as it would
-        from the whole audio. Only frames near the end of the speech known so far (and the
-        official tail) wait for the next sentence: the result equals the unpipelined one.
-        """
+        """Speech arrives per sentence; frames whose mel windows are final (``final_frames``)
+        are rendered at once, so the result equals the unpipelined one frame for frame."""
         t_tts = time.perf_counter()
         parts: list[np.ndarray] = []
         known = 0
@@ -284,8 +290,7 @@ class VideoGenerator:
             async for part in self.tts.options(stream=True).stream.remote(r.req.text, voice, rate):
                 parts.append(part)
                 known += len(part)
-                final_cols = (known - N_FFT // 2) // HOP_LENGTH + 1
-                safe = official_frame_count(final_cols, r.fps) - 1 if final_cols >= MEL_STEP else 0
+                safe = final_frames(known, r.fps)
                 ready = sent + (safe - sent) // chunk_frames * chunk_frames
                 if ready > sent:
                     r.dispatch(self, await asyncio.to_thread(melspectrogram, np.concatenate(parts)), sent, ready)

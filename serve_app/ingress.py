@@ -114,10 +114,9 @@ def _stream_urls(stream_id: str) -> StreamCreated:
 
 
 def _stream_status(record: dict) -> StreamStatus:
-    durations = record.get("durations") or []
     return StreamStatus(id=record["id"], status=record["status"], fragments_published=record["published"],
-                        fragments_total=len(durations), duration_s=round(sum(durations), 4), codecs=record["codecs"],
-                        stats=record.get("stats"), error=record.get("error"))  # fmt: skip
+                        fragments_total=record["fragments_total"], duration_s=round(record["duration_s"], 4),
+                        codecs=record["codecs"], stats=record.get("stats"), error=record.get("error"))  # fmt: skip
 
 
 #: Fragments never change once listed; the playlist and the status do.

@@ -33,24 +33,29 @@ def plan_chunks(
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def plan_stream_chunks(
-    n_frames: int, fps: float, first_frames: int, chunk_duration_s: float, grid: int = 1, max_chunks: int = 64
-) -> list[tuple[int, int]]:
+def stream_chunk_frames(fps: float, first_frames: int, chunk_duration_s: float, grid: int = 1) -> tuple[int, int]:
+    """(first chunk, later chunks) of a progressive stream in frames, both multiples of ``grid``."""
+    grid = max(1, grid)
+    return max(grid, math.ceil(first_frames / grid) * grid), max(grid, round(chunk_duration_s * fps / grid) * grid)
+
+
+def plan_stream_chunks(n_frames: int, fps: float, first_frames: int, chunk_duration_s: float,
+                       grid: int = 1) -> list[tuple[int, int]]:  # fmt: skip
     """Chunks of a progressive stream: a short first chunk, then ``chunk_duration_s`` ones.
 
     Every boundary but the end lies on a multiple of ``grid`` frames (where video and
     AAC frames align), so each fragment's audio slice starts and ends with its video.
-    A remainder shorter than one grid step joins the chunk before it.
+    A remainder shorter than one grid step joins the chunk before it. Chunk ``j`` depends
+    only on the sizes, never on ``n_frames``, once ``n_frames`` is a grid step past its end:
+    so chunks can be sent while the speech is still growing. No chunk is longer than
+    ``max(first, later + grid - 1)`` frames.
     """
     if n_frames <= 0:
         raise ValueError("n_frames must be positive")
-    grid = max(1, grid)
-    first = min(n_frames, max(grid, math.ceil(first_frames / grid) * grid))
-    per = max(grid, round(chunk_duration_s * fps / grid) * grid)
-    if max_chunks > 1 and math.ceil((n_frames - first) / per) > max_chunks - 1:
-        per = math.ceil((n_frames - first) / (max_chunks - 1) / grid) * grid
+    first, per = stream_chunk_frames(fps, first_frames, chunk_duration_s, grid)
+    first = min(n_frames, first)
     bounds = [0, first] + list(range(first + per, n_frames, per))
-    if n_frames - bounds[-1] < grid and len(bounds) > 2:
+    if n_frames - bounds[-1] < max(1, grid) and len(bounds) > 2:
         bounds.pop()
     if bounds[-1] != n_frames:
         bounds.append(n_frames)

@@ -167,8 +167,8 @@ class StreamStatus(BaseModel):
     id: str
     status: Literal["starting", "rendering", "complete", "failed", "cancelled", "deleted"]
     fragments_published: int
-    fragments_total: int = Field(description="0 until the audio's length is known")
-    duration_s: float = Field(description="seconds of video planned (0 until known)")
+    fragments_total: int = Field(description="0 until the whole speech is known")
+    duration_s: float = Field(description="seconds of video (0 until the whole speech is known)")
     codecs: str | None = Field(None, description="RFC 6381 codecs, e.g. for MediaSource.isTypeSupported")
     stats: Stats | None = Field(None, description="the render's statistics, once complete")
     error: ErrorBody | None = None

@@ -3,7 +3,9 @@ fragments published strictly in order while the rest renders.
 
 ``open`` validates the request and answers at once; the render then runs as a task on
 this replica and publishes each chunk's CMAF fragment to the ``StreamRegistry`` (which
-every replica reads). The audio is encoded to AAC once and each chunk gets its slice.
+every replica reads). The audio is encoded to AAC once, fed as it becomes known, and
+each chunk gets its slice; from text, chunks go out while later sentences are still
+being synthesised, as soon as their mel windows and AAC frames are final.
 When the last fragment is out, the fragments are remuxed (stream copy) into the final
 MP4, cached under the stream's id: the same frames the viewers saw.
 """
@@ -14,7 +16,6 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections import deque
 from dataclasses import asdict
 
 import numpy as np
@@ -23,15 +24,16 @@ import ray
 from actors.lipsync import ChunkJob
 from wav2lip import cmaf
 from wav2lip.audio import frame_count, load_audio, melspectrogram
-from wav2lip.errors import InvalidSettings
+from wav2lip.errors import InvalidSettings, RenderError
 from wav2lip.storage import content_key
 
-from .generation import VideoGenerator, _Render, watch
-from .planner import plan_stream_chunks
+from .generation import VideoGenerator, _Render, final_frames, watch
+from .planner import plan_stream_chunks, stream_chunk_frames
 from .schemas import VideoRequest
 
 log = logging.getLogger("ray.serve")
 _STREAM_VERSION = 1  #: bump when the fragments for the same inputs change
+_AAC_CATCH_UP_S = 2.0  #: the AAC encoder runs a few frames behind what it was fed; wait this long at most
 
 
 class StreamService:
@@ -93,63 +95,111 @@ class StreamService:
                                          stats=value if outcome == "succeeded" else None,
                                          error=value if outcome == "failed" else None)  # fmt: skip
 
-    async def _render(self, stream_id: str, r: _Render, samples: np.ndarray | None, voice, rate) -> dict:
-        gen, settings = self.gen, self.settings
-        if samples is None:
-            t = time.perf_counter()
-            speech = await gen.tts.speech.remote(r.req.text, voice, rate)
-            samples = np.frombuffer(await speech["ref"][0], np.float32)
-            r.stages["tts"] = time.perf_counter() - t
+    async def _speech(self, r: _Render, samples: np.ndarray | None, voice, rate):
+        """The speech as it becomes known: an upload at once, text sentence by sentence."""
+        if samples is not None:
+            yield samples
+            return
         t = time.perf_counter()
-        mel, aac = await asyncio.gather(asyncio.to_thread(melspectrogram, samples),
-                                        asyncio.to_thread(cmaf.encode_aac, samples, r.enc.audio_bitrate))  # fmt: skip
-        r.stages["mel"] = time.perf_counter() - t
-        n_frames = r.frames_total = frame_count(len(samples), r.fps)
-        plan = plan_stream_chunks(n_frames, r.fps, settings.stream_first_chunk_frames, r.chunk_s,
-                                  cmaf.aligned_frames(r.fps), settings.max_chunks)  # fmt: skip
-        await self.streams.plan.remote(stream_id, [(b - a) / r.fps for a, b in plan])
-        mel_ref = [ray.put(mel)]
+        async for part in self.gen.tts.options(stream=True).stream.remote(r.req.text, voice, rate):
+            yield part
+        r.stages["tts"] = time.perf_counter() - t
 
-        def start(index: int) -> tuple[int, asyncio.Future]:
-            a, b = plan[index]
-            first = cmaf.aac_frame_at(a / r.fps)
-            last = cmaf.aac_frame_at(b / r.fps) if b < n_frames else len(aac)
+    async def _render(self, stream_id: str, r: _Render, samples: np.ndarray | None, voice, rate) -> dict:
+        """Chunks go out as soon as their mel windows and AAC frames are final (text: while
+        later sentences are still being synthesised); fragments are published in order."""
+        gen, settings = self.gen, self.settings
+        grid = cmaf.aligned_frames(r.fps)
+        first, per = stream_chunk_frames(r.fps, settings.stream_first_chunk_frames, r.chunk_s, grid)
+        await self.streams.start.remote(stream_id, max(first, per + grid - 1) / r.fps)
+        aac = cmaf.AacEncoder(r.enc.audio_bitrate)
+        slots = asyncio.Semaphore(settings.stream_window)
+        queue: asyncio.Queue = asyncio.Queue()
+        tasks: list[asyncio.Future] = []
+
+        async def dispatch(index: int, a: int, b: int, aac_stop: int, mel_ref: list) -> None:
+            await slots.acquire()  # at most stream_window chunks in flight
+            aac_start = cmaf.aac_frame_at(a / r.fps)
             job = ChunkJob(r.request_id, index, a, b, r.fps, r.req.loop, r.enc, r.variant["key"], r.variant["ref"],
-                           mel_ref, audio=b"".join(aac[first:last]))  # fmt: skip
-            return first, asyncio.ensure_future(gen._render_with_retries(job, r))
+                           mel_ref, audio=b"".join(aac.frames(aac_start, aac_stop)))  # fmt: skip
+            tasks.append(asyncio.ensure_future(gen._render_with_retries(job, r)))
+            await queue.put((index, a, b, aac_start, tasks[-1]))
+
+        async def produce() -> tuple[int, int]:
+            parts, known, sent = [], 0, []
+            try:
+                async for part in self._speech(r, samples, voice, rate):
+                    parts.append(part)
+                    known += len(part)
+                    await asyncio.to_thread(aac.feed, part)
+                    if r.req.text is None:
+                        continue  # the whole upload is known: plan it all below
+                    safe, ready = final_frames(known, r.fps), []
+                    while True:  # chunks whose end is a grid step inside the final frames are settled
+                        a = sent[-1][1] if sent else 0
+                        b = first if not sent else a + per
+                        if b + grid > safe or not await asyncio.to_thread(aac.wait_for, cmaf.aac_frame_at(b / r.fps),
+                                                                           _AAC_CATCH_UP_S):  # fmt: skip
+                            break
+                        ready.append((len(sent), a, b))
+                        sent.append((a, b))
+                    if ready:
+                        mel_ref = [ray.put(await asyncio.to_thread(melspectrogram, np.concatenate(parts)))]
+                        for index, a, b in ready:
+                            await dispatch(index, a, b, cmaf.aac_frame_at(b / r.fps), mel_ref)
+                speech = np.concatenate(parts)
+                aac_frames = len(await asyncio.to_thread(aac.close))
+                t = time.perf_counter()
+                mel = await asyncio.to_thread(melspectrogram, speech)
+                r.stages["mel"] = time.perf_counter() - t
+                n_frames = r.frames_total = frame_count(len(speech), r.fps)
+                plan = plan_stream_chunks(n_frames, r.fps, settings.stream_first_chunk_frames, r.chunk_s, grid)
+                if plan[: len(sent)] != sent:
+                    raise RenderError(f"stream plan changed under sent chunks: {sent} vs {plan[: len(sent)]}")
+                await self.streams.plan.remote(stream_id, len(plan), n_frames / r.fps)
+                mel_ref = [ray.put(mel)]
+                for index in range(len(sent), len(plan)):
+                    a, b = plan[index]
+                    await dispatch(index, a, b, cmaf.aac_frame_at(b / r.fps) if b < n_frames else aac_frames, mel_ref)
+                return n_frames, len(plan)
+            finally:
+                queue.put_nowait(None)  # the consumer stops; an error surfaces when it awaits us
 
         t_video = time.perf_counter()
-        window: deque[tuple[int, asyncio.Future]] = deque()
+        producer = asyncio.create_task(produce())
         init, fragments, retries, nodes = None, [], 0, set()
         try:
-            for index, (a, _) in enumerate(plan):
-                while len(window) < settings.stream_window and index + len(window) < len(plan):
-                    window.append(start(index + len(window)))
-                audio_frame, task = window.popleft()
+            while (item := await queue.get()) is not None:
+                index, a, b, aac_start, task = item
                 result, tries = await task  # in order: later chunks may finish first and wait their turn
-                chunk_init, media = await asyncio.to_thread(cmaf.package, result.segment, index, a / r.fps, audio_frame)
+                slots.release()
+                chunk_init, media = await asyncio.to_thread(cmaf.package, result.segment, index, a / r.fps, aac_start)
                 if init is None:
                     init = chunk_init
                 else:
                     cmaf.check_compatible(init, chunk_init)
-                await self.streams.publish.remote(stream_id, index, media, chunk_init if index == 0 else None)
+                await self.streams.publish.remote(stream_id, index, media, (b - a) / r.fps,
+                                                  chunk_init if index == 0 else None)  # fmt: skip
                 if index == 0:
                     r.stages["first_fragment"] = time.perf_counter() - r.t_start
                     gen.metrics.first_fragment_seconds.observe(r.stages["first_fragment"])
                 fragments.append(media)
                 retries += tries
                 nodes.add(result.node_id)
+            n_frames, total = await producer
         except BaseException:
-            for _, task in window:
+            producer.cancel()
+            for task in tasks:
                 task.cancel()
+            await asyncio.to_thread(aac.abort)
             raise
         r.stages["render"] = time.perf_counter() - t_video
         t = time.perf_counter()
         video = await asyncio.to_thread(cmaf.remux_mp4, init, fragments)
         r.stages["combine"] = time.perf_counter() - t
-        record = {"chunks": len(plan), "nodes": sorted(nodes), "n_frames": n_frames, "fps": r.fps}
+        record = {"chunks": total, "nodes": sorted(nodes), "n_frames": n_frames, "fps": r.fps}
         await gen.results.put.remote(stream_id, video, record)
-        response = gen._response(r, stream_id, n_frames, len(plan), retries, False, sorted(nodes))
-        log.info("stream %s: %d fragments, first after %.2f s, all after %.2f s", stream_id, len(plan),
+        response = gen._response(r, stream_id, n_frames, total, retries, False, sorted(nodes))
+        log.info("stream %s: %d fragments, first after %.2f s, all after %.2f s", stream_id, total,
                  r.stages["first_fragment"], response.stats.total_processing_time)  # fmt: skip
         return response.stats.model_dump()

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import math
 import struct
+import subprocess
 import tempfile
+import threading
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from .errors import EncodeError
-from .ffmpeg import input_args, run_ffmpeg
+from .ffmpeg import base_args, input_args, run_ffmpeg, stderr_tail
 from .hparams import SAMPLE_RATE
 
 AAC_FRAME = 1024  #: samples per AAC-LC frame
@@ -38,22 +40,111 @@ _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf", b"
 
 
 # ---- audio -----------------------------------------------------------------------------
+class AacEncoder:
+    """One AAC encode of a stream's audio, fed as the audio arrives (e.g. sentence by sentence).
+
+    ffmpeg reads float32 PCM on stdin and writes ADTS on stdout; a reader thread splits
+    the output into frames as they come, so the first chunks can be packaged while later
+    speech is still being synthesised. The frames equal those of a one-shot encode of the
+    same samples (the encoder works on fixed 1024-sample frames whatever the writes).
+    Frame k holds samples [1024 k, 1024 (k+1)): the encoder's priming frame is dropped.
+    """
+
+    def __init__(self, bitrate: str):
+        args = base_args() + [
+            "-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:0", "-c:a", "aac", "-b:a", bitrate,
+            "-flush_packets", "1", "-f", "adts", "pipe:1",
+        ]  # fmt: skip
+        self._err = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err)
+        self._frames: list[bytes] = []
+        self._changed = threading.Condition()
+        self._failure: str | None = None
+        self._reader = threading.Thread(target=self._read, name="aac-reader", daemon=True)
+        self._reader.start()
+
+    def feed(self, samples: np.ndarray) -> None:
+        """Append 16 kHz float32 samples (blocks while ffmpeg's pipe is full)."""
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(samples, np.float32).tobytes())
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self._fail("encoding the audio to AAC")
+
+    def available(self) -> int:
+        """Frames finished so far (the encoder runs a couple of frames behind its input)."""
+        with self._changed:
+            return max(0, len(self._frames) - _AAC_PRIMING_FRAMES)
+
+    def wait_for(self, count: int, timeout_s: float | None = None) -> bool:
+        """Block until ``count`` frames are finished (or the encoder ended); whether they are."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._failure is not None or not self._reader.is_alive()
+                                   or len(self._frames) - _AAC_PRIMING_FRAMES >= count, timeout_s)  # fmt: skip
+            return len(self._frames) - _AAC_PRIMING_FRAMES >= count
+
+    def frames(self, start: int = 0, stop: int | None = None) -> list[bytes]:
+        with self._changed:
+            return self._frames[_AAC_PRIMING_FRAMES:][start:stop]
+
+    def close(self) -> list[bytes]:
+        """No more audio: flush the encoder; every frame."""
+        try:
+            self._proc.stdin.close()
+        except OSError:
+            pass
+        self._reader.join()
+        if self._proc.wait() != 0 or self._failure:
+            self._fail("finishing the AAC encode")
+        self._err.close()
+        return self.frames()
+
+    def abort(self) -> None:
+        """Stop without a result."""
+        self._stop()
+        self._err.close()
+
+    def _stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._reader.join()
+
+    def _read(self) -> None:
+        buffer = bytearray()
+        while chunk := self._proc.stdout.read1(65536):
+            buffer += chunk
+            found = []
+            while len(buffer) >= 7:
+                if buffer[0] != 0xFF or buffer[1] & 0xF0 != 0xF0:
+                    self._failure = "ADTS sync lost"
+                    break
+                length = ((buffer[3] & 0x03) << 11) | (buffer[4] << 3) | (buffer[5] >> 5)
+                if len(buffer) < length:
+                    break
+                found.append(bytes(buffer[:length]))
+                del buffer[:length]
+            with self._changed:
+                self._frames += found
+                self._changed.notify_all()
+            if self._failure:
+                break
+        with self._changed:
+            self._changed.notify_all()
+
+    def _fail(self, what: str):
+        self._stop()
+        self._err.seek(0)
+        tail = stderr_tail(self._err.read())
+        self._err.close()
+        raise EncodeError(f"ffmpeg failed while {what}: {self._failure or tail.strip()[-300:]}", tail)
+
+
 def encode_aac(samples: np.ndarray, bitrate: str) -> list[bytes]:
     """16 kHz float32 samples -> ADTS AAC frames; frame k holds samples [1024 k, 1024 (k+1))."""
-    pcm = np.ascontiguousarray(samples, np.float32).tobytes()
-    adts = run_ffmpeg(
-        ["-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:0", "-c:a", "aac", "-b:a", bitrate,
-         "-f", "adts", "pipe:1"], "encoding the audio to AAC", stdin=pcm,
-    )  # fmt: skip
-    frames = []
-    pos = 0
-    while pos + 7 <= len(adts):
-        if adts[pos] != 0xFF or adts[pos + 1] & 0xF0 != 0xF0:
-            raise EncodeError(f"ADTS sync lost at byte {pos}")
-        length = ((adts[pos + 3] & 0x03) << 11) | (adts[pos + 4] << 3) | (adts[pos + 5] >> 5)
-        frames.append(adts[pos : pos + length])
-        pos += length
-    return frames[_AAC_PRIMING_FRAMES:]
+    encoder = AacEncoder(bitrate)
+    encoder.feed(samples)  # the reader thread drains ffmpeg's output meanwhile: no deadlock
+    return encoder.close()
 
 
 def aac_frame_at(seconds: float) -> int:

@@ -268,5 +268,5 @@ def test_demo_page_is_self_contained(service):
     page = httpx.get(f"{service['url']}/", timeout=30)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     html = page.text
-    assert "/v1/videos?async=true" in html and "/v1/agents" in html and "<video" in html
+    assert "/v1/streams" in html and "MediaSource" in html and "/v1/agents" in html and "<video" in html
     assert "http://" not in html and "https://" not in html  # no third-party CDN or assets

@@ -33,24 +33,26 @@ def test_fragments_are_published_in_order_and_listed_only_whole(registry, tmp_pa
     async def scenario():
         assert (await reg.open(SID))["attached"] is False
         assert await reg.playlist(SID, 0.01) is None  # no plan yet: no header to promise
-        await reg.plan(SID, [0.64, 1.28, 0.5])
+        await reg.start(SID, 1.28)
         with pytest.raises(ValueError, match="out of order"):
-            await reg.publish(SID, 1, b"m1")
+            await reg.publish(SID, 1, b"m1", 1.28)
         with pytest.raises(NotFound):
             await reg.fragment(SID, 0)
-        await reg.publish(SID, 0, b"m0", init=b"\x00\x00\x00\x08avcC")
+        await reg.publish(SID, 0, b"m0", 0.64, init=b"\x00\x00\x00\x08avcC")
         assert await reg.fragment(SID, 0) == b"m0" and (await reg.init(SID)).endswith(b"avcC")
         text = await reg.playlist(SID, 0.01)
-        assert "seg/0.m4s" in text and "seg/1.m4s" not in text and "#EXT-X-TARGETDURATION:2" in text
+        assert "#EXTINF:0.64000," in text and "seg/0.m4s" in text and "seg/1.m4s" not in text and "#EXT-X-TARGETDURATION:2" in text
         assert "ENDLIST" not in text
         assert (await reg.open(SID))["attached"] is True  # a second identical request joins this one
-        await reg.publish(SID, 1, b"m1")
-        await reg.publish(SID, 2, b"m2")
+        await reg.plan(SID, 3, 2.42)
+        assert (await reg.get(SID))["fragments_total"] == 3
+        await reg.publish(SID, 1, b"m1", 1.28)
+        await reg.publish(SID, 2, b"m2", 0.5)
         await reg.finish(SID, "complete", stats={"total_chunks": 3})
         assert (await reg.playlist(SID, 0.01)).endswith("#EXT-X-ENDLIST\n")
         assert (await reg.open(SID))["attached"] is True  # finished: served as it is
         with pytest.raises(NotFound):
-            await reg.publish(SID, 3, b"m3")  # nothing more after the end
+            await reg.publish(SID, 3, b"m3", 0.5)  # nothing more after the end
 
     asyncio.run(scenario())
     assert not list(tmp_path.rglob("*.tmp"))
@@ -61,7 +63,7 @@ def test_cancel_failure_and_a_silent_renderer(registry):
 
     async def scenario():
         await reg.open(SID)
-        await reg.plan(SID, [1.0])
+        await reg.start(SID, 1.0)
         assert await reg.cancel_requested(SID) is False
         assert (await reg.cancel(SID))["cancel_requested"] is True and await reg.cancel_requested(SID) is True
         await reg.finish(SID, "cancelled")
@@ -82,8 +84,8 @@ def test_expired_streams_are_deleted_with_their_fragments(registry, tmp_path):
 
     async def scenario():
         await reg.open(SID)
-        await reg.plan(SID, [1.0])
-        await reg.publish(SID, 0, b"m0", init=b"init")
+        await reg.start(SID, 1.0)
+        await reg.publish(SID, 0, b"m0", 1.0, init=b"init")
         await reg.finish(SID, "complete")
         assert len(list(media.glob("*.m4s"))) == 2
         clock.now += 3601
@@ -100,11 +102,11 @@ def test_wait_wakes_on_publish_and_times_out(registry):
 
     async def scenario():
         await reg.open(SID)
-        await reg.plan(SID, [1.0, 1.0])
+        await reg.start(SID, 1.0)
         waiter = asyncio.create_task(reg.wait(SID, 0, 5.0))
         await asyncio.sleep(0.05)
         assert not waiter.done()
-        await reg.publish(SID, 0, b"m0", init=b"init")
+        await reg.publish(SID, 0, b"m0", 1.0, init=b"init")
         record = await asyncio.wait_for(waiter, 1.0)
         assert record["published"] == 1
         timed_out = await reg.wait(SID, 1, 0.05)  # nothing new: returns after the timeout

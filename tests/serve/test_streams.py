@@ -8,6 +8,7 @@ Every chunk waits ``DELAY_S`` in the worker first (the fault-injection setting),
 from __future__ import annotations
 
 import concurrent.futures as cf
+import io
 import subprocess
 import time
 from pathlib import Path
@@ -16,13 +17,14 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+import soundfile as sf
 
 from serve_app.settings import RenderSettings, Settings
 from wav2lip.audio import frame_count, load_audio
 from wav2lip.encode import read_frames
 from wav2lip.ffmpeg import ffmpeg_binary
 
-from ..media import packet_times
+from ..media import framemd5, packet_times
 from .conftest import DATA, chunks_rendered, deploy, stream_durations
 
 pytestmark = pytest.mark.timeout(300)
@@ -244,6 +246,39 @@ def test_bad_stream_requests_get_clear_errors(service, speech_clips):
     # the refused requests left no stream behind: the same id is free for a valid request
     ok = open_stream(url, speech_clips["a"])
     assert ok.status_code == 201
+
+
+TEXT = ("Thanks for calling. Your order shipped this morning and should arrive on Thursday. "
+        "You can follow it with the tracking link in your email. If anything is missing, reply to that email "
+        "and we will sort it out. Is there anything else I can help you with today?")  # fmt: skip
+
+
+def test_text_stream_starts_before_the_speech_is_done_and_equals_the_audio_stream(ray_cluster, tmp_path):
+    from wav2lip.tts import SpeechSynthesizer
+
+    url = ray_cluster
+    deploy(settings(tmp_path, inject_chunk_delay_s=0.0))
+    info = httpx.post(f"{url}/v1/streams", data={"text": TEXT}, timeout=120)
+    assert info.status_code == 201, info.text
+    done = wait_until_done(url, info.json())
+    assert done["status"] == "complete", done
+    stages = done["stats"]["stages"]
+    assert stages["first_fragment"] < stages["tts"]  # a fragment was out before the speech was complete
+
+    # the same speech uploaded as audio: the same plan, frames, AAC packets and timestamps
+    speech = SpeechSynthesizer("en_US-joe-medium").synthesize(TEXT, 1.0)
+    wav = io.BytesIO()
+    sf.write(wav, speech, 16000, format="WAV", subtype="FLOAT")
+    uploaded = open_stream(url, wav.getvalue()).json()
+    assert wait_until_done(url, uploaded)["status"] == "complete"
+    files = []
+    for name, stream in (("text", info.json()), ("audio", uploaded)):
+        path = tmp_path / f"{name}.mp4"
+        path.write_bytes(httpx.get(url + stream["final"], timeout=60).content)
+        files.append(path)
+    assert done["fragments_total"] == status(url, uploaded)["fragments_total"] >= 10
+    assert framemd5(files[0]) == framemd5(files[1])
+    assert len(read_frames(files[0])) == frame_count(len(speech), 25)
 
 
 def test_a_chunk_failing_every_attempt_fails_the_stream_and_caches_nothing(ray_cluster, tmp_path, speech_clips):
