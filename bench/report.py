@@ -200,6 +200,11 @@ def stream_section(data: dict) -> list[str]:
                           "whole stream s", "whole file s (/v1/videos)", "fragments"],
                          [[r["post_ms"], r["first_fragment_s"], browser, r["whole_stream_s"], r["whole_file_s"],
                            r["fragments"]]]),
+            *([format_table("A text answer of about the same length (speech synthesised inside the stream; "
+                            "first frame through the demo page's own flow)",
+                            ["first fragment on the wire s", "first frame in Chromium s", "whole stream s", "fragments"],
+                            [[r["text"]["first_fragment_s"], r["text"]["browser_first_frame_s"],
+                              r["text"]["whole_stream_s"], r["text"]["fragments"]]])] if "text" in r else []),
             _source(data)]  # fmt: skip
 
 

@@ -12,7 +12,9 @@ distinct audio per run (no cache hits). For each run:
   page's own MSE player, from the page's POST to its ``playing`` event (skipped, and
   said so, where Chromium or Playwright is missing);
 * the whole stream (status complete) and, for comparison, ``POST /v1/videos`` (the
-  whole file in one response).
+  whole file in one response);
+* a text answer of about the same length (TTS inside the stream): first fragment on
+  the wire, and first frame through the demo page's own flow (type, click, play).
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ import soundfile as sf
 from .common import machine_info, print_table, write_result
 from .serve import AUDIO, _variant, local_service, random_checkpoint_dir
 
+#: About 8 s of speech, like the audio fixture: the demo page's default kind of answer.
+TEXT = ("Hello! I am your virtual assistant. I can answer questions about your order, "
+        "your account and our opening hours. How can I help you today?")  # fmt: skip
+
 _BROWSER_POST = """async ([audio, t0]) => {
   const bytes = Uint8Array.from(atob(audio), (c) => c.charCodeAt(0));
   const form = new FormData();
@@ -44,9 +50,12 @@ _BROWSER_POST = """async ([audio, t0]) => {
 }"""
 
 
-def _wire(client, base: str, body: bytes) -> dict:
+def _wire(client, base: str, body: bytes | None = None, text: str | None = None) -> dict:
     t = time.perf_counter()
-    r = client.post(f"{base}/v1/streams", files={"audio": ("a.wav", body, "audio/wav")})
+    if text is not None:
+        r = client.post(f"{base}/v1/streams", data={"text": text})
+    else:
+        r = client.post(f"{base}/v1/streams", files={"audio": ("a.wav", body, "audio/wav")})
     r.raise_for_status()
     info = r.json()
     out = {"post_ms": (time.perf_counter() - t) * 1000}
@@ -61,7 +70,7 @@ def _wire(client, base: str, body: bytes) -> dict:
     return out
 
 
-def _browser(base: str, bodies: list[bytes], client) -> list[float] | str:
+def _browser(base: str, bodies: list[bytes], texts: list[str], client) -> dict | str:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -69,7 +78,7 @@ def _browser(base: str, bodies: list[bytes], client) -> list[float] | str:
     chromium = shutil.which("chromium")
     if chromium is None:
         return "chromium is not installed"
-    firsts = []
+    firsts, text_firsts = [], []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=[
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -82,8 +91,14 @@ def _browser(base: str, bodies: list[bytes], client) -> list[float] | str:
             firsts.append(got["first_frame_ms"] / 1000)
             while client.get(base + got["status"]).json()["status"] in ("starting", "rendering"):
                 time.sleep(0.1)  # one stream at a time
+        for text in texts:  # the demo page's own flow: type, click, watch
+            page.fill("#text", text)
+            page.click("#go")
+            page.wait_for_function("window.demo.state === 'done' || window.demo.error !== null", timeout=300_000)
+            assert page.evaluate("window.demo.error") is None, page.evaluate("window.demo.error")
+            text_firsts.append(page.evaluate("window.demo.firstFrameMs") / 1000)
         browser.close()
-    return firsts
+    return {"audio": firsts, "text": text_firsts}
 
 
 def run(quick: bool = False) -> dict:
@@ -104,7 +119,10 @@ def run(quick: bool = False) -> dict:
                 r = client.post(f"{base}/v1/videos", files={"audio": ("a.wav", _variant(samples, 601 + i), "audio/wav")})
                 r.raise_for_status()
                 whole.append(time.perf_counter() - t)
-            browser = _browser(base, [_variant(samples, 701 + i) for i in range(repeats)], client)
+            texts = [f"{TEXT} This is answer number {i + 1}." for i in range(repeats)]
+            _wire(client, base, text="Warming up the voice.")
+            text_wire = [_wire(client, base, text=f"{t} Over the wire.") for t in texts]
+            browser = _browser(base, [_variant(samples, 701 + i) for i in range(repeats)], texts, client)
         results["settings"] = {"first_chunk_frames": settings.stream_first_chunk_frames,
                                "chunk_duration_s": settings.stream_chunk_duration_s, "window": settings.stream_window,
                                "workers": settings.workers}  # fmt: skip
@@ -114,11 +132,15 @@ def run(quick: bool = False) -> dict:
     results["whole_stream_s"] = med(w["whole_stream_s"] for w in wire)
     results["fragments"] = wire[0]["fragments"]
     results["whole_file_s"] = med(whole)
+    results["text"] = {"first_fragment_s": med(w["first_fragment_s"] for w in text_wire),
+                       "whole_stream_s": med(w["whole_stream_s"] for w in text_wire), "fragments": text_wire[0]["fragments"]}  # fmt: skip
     if isinstance(browser, str):
         results["browser_first_frame_s"], results["browser_skipped"] = None, browser
+        results["text"]["browser_first_frame_s"] = None
     else:
-        results["browser_first_frame_s"] = med(browser)
-    results["runs"] = {"wire": wire, "whole_file_s": whole, "browser_first_frame_s": browser}
+        results["browser_first_frame_s"] = med(browser["audio"])
+        results["text"]["browser_first_frame_s"] = med(browser["text"])
+    results["runs"] = {"wire": wire, "text_wire": text_wire, "whole_file_s": whole, "browser_first_frame_s": browser}
     return results
 
 
@@ -133,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
                  "whole file (/v1/videos)", "fragments"],
                 [[r["post_ms"], r["first_fragment_s"], r["browser_first_frame_s"] or r.get("browser_skipped"),
                   r["whole_stream_s"], r["whole_file_s"], r["fragments"]]])  # fmt: skip
+    t = r["text"]
+    print_table("Text answer (TTS in the stream, sentence-pipelined), warm (seconds, medians)",
+                ["first fragment on the wire", "first frame in Chromium (demo page)", "whole stream", "fragments"],
+                [[t["first_fragment_s"], t["browser_first_frame_s"], t["whole_stream_s"], t["fragments"]]])  # fmt: skip
     path = write_result("stream", args.device, r, machine_info("cpu"))
     print(f"\nwrote {path}")
     return 0
