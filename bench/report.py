@@ -197,9 +197,10 @@ def stream_section(data: dict) -> list[str]:
             format_table(f"Medians; first chunk {s['first_chunk_frames']} frames, then {s['chunk_duration_s']} s chunks, "
                          f"{s['window']} in flight",
                          ["POST answered ms", "first fragment on the wire s", "first frame in Chromium s",
-                          "whole stream s", "whole file s (/v1/videos)", "fragments"],
+                          "whole stream s", "whole file s (/v1/videos)", "fragments",
+                          "identical request again: first byte ms"],
                          [[r["post_ms"], r["first_fragment_s"], browser, r["whole_stream_s"], r["whole_file_s"],
-                           r["fragments"]]]),
+                           r["fragments"], r.get("replay_first_byte_ms")]]),
             *([format_table("A text answer of about the same length (speech synthesised inside the stream; "
                             "first frame through the demo page's own flow)",
                             ["first fragment on the wire s", "first frame in Chromium s", "whole stream s", "fragments"],

@@ -73,7 +73,9 @@ def build_app(args: dict | Settings | None = None) -> Application:
     return Ingress.options(
         ray_actor_options=small,
         num_replicas=settings.ingress_replicas,
-        # live.mp4 viewers hold a request open for the whole render; they do not count as renders
+        # live.mp4 viewers hold a request open for the whole render; they do not count as renders.
+        # The queue is as large: overload is answered by the replica's own admission (JSON 503 with
+        # Retry-After), not by Serve's plain-text backpressure 503 while replicas are (re)starting.
         max_ongoing_requests=settings.max_pending_requests * 4 + settings.max_stream_viewers,
-        max_queued_requests=settings.max_pending_requests * 4,
+        max_queued_requests=settings.max_pending_requests * 4 + settings.max_stream_viewers,
     ).bind(settings, worker, combiner, avatars, results, tts, jobs, streams)
