@@ -8,6 +8,8 @@ traced to the machine and code that produced it.
 
 from __future__ import annotations
 
+import argparse
+
 import json
 import os
 import platform
@@ -154,3 +156,11 @@ class Stopwatch:
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self._t0
         return False
+
+
+def service_suite_args(suite: str, argv: list[str] | None) -> argparse.Namespace:
+    """Arguments of a suite that runs the Serve app (CPU only: the GPU machine has no Ray)."""
+    parser = argparse.ArgumentParser(prog=f"python -m bench {suite}")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--quick", action="store_true")
+    return parser.parse_args(argv)

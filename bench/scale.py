@@ -10,7 +10,6 @@ GPU cluster the same deployment scales by GPU fractions; see docs/scaling.md.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from .common import machine_info, print_table, write_result
+from .common import service_suite_args, machine_info, print_table, write_result
 from .serve import AUDIO, _variant, local_service, random_checkpoint_dir
 
 CONCURRENT = 4
@@ -86,10 +85,7 @@ def split_threshold(url: str, samples) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench scale")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
+    args = service_suite_args("scale", argv)
     results = run(args.quick)
     print_table(f"throughput with {CONCURRENT} concurrent 9 s requests", ["workers", "torch threads each",
                 "output s/s", "mean latency s"],

@@ -16,7 +16,6 @@ and the default settings for this machine (one worker owning all cores), in one 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
 import os
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .common import DATA_DIR, machine_info, print_table, write_result
+from .common import service_suite_args, DATA_DIR, machine_info, print_table, write_result
 
 AUDIO = DATA_DIR / "speech_9s.wav"
 
@@ -154,10 +153,7 @@ def run(quick: bool = False) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench serve")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
+    args = service_suite_args("serve", argv)
     results = run(args.quick)
     e, s = results["engine"], results["service"]
     print_table("9 s answer, warm (seconds)", ["engine alone", "service (HTTP)", "overhead", "chunks", "precision"],

@@ -20,7 +20,6 @@ distinct audio per run (no cache hits). For each run:
 
 from __future__ import annotations
 
-import argparse
 import base64
 import shutil
 import statistics
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from .common import machine_info, print_table, write_result
+from .common import service_suite_args, machine_info, print_table, write_result
 from .serve import AUDIO, _variant, local_service, random_checkpoint_dir
 
 #: About 8 s of speech, like the audio fixture: the demo page's default kind of answer.
@@ -148,10 +147,7 @@ def run(quick: bool = False) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench stream")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
+    args = service_suite_args("stream", argv)
     r = run(args.quick)
     print_table("9 s answer, warm: progressive vs whole file (seconds, medians)",
                 ["POST answered (ms)", "first fragment on the wire", "first frame in Chromium", "whole stream",

@@ -11,13 +11,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from .common import machine_info, print_table, write_result
+from .common import service_suite_args, machine_info, print_table, write_result
 from .serve import local_service, random_checkpoint_dir
 
 TEXT_60S = Path(__file__).parent / "texts" / "long_answer.txt"  #: the 60 s fixture's text
@@ -74,10 +73,7 @@ def run(quick: bool = False) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench tts")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
+    args = service_suite_args("tts", argv)
     results = run(args.quick)
     p = results["piper"]
     print_table("Piper on this CPU", ["speech s", "synthesis s", "RTF"], [[p["speech_s"], p["synthesis_s"], p["rtf"]]])
