@@ -38,6 +38,7 @@ class StreamRegistry:
         self.clock = clock
         self._changed: dict[str, asyncio.Event] = {}
         self._swept_at = float("-inf")
+        self._heartbeats: dict[str, float] = {}  #: stream -> when its renderer last asked about cancelling
 
     # ---- lifecycle (the rendering replica) ---------------------------------------------
     async def open(self, stream_id: str) -> dict:
@@ -105,6 +106,8 @@ class StreamRegistry:
         return {**record, "status": "deleted"}
 
     async def cancel_requested(self, stream_id: str) -> bool:
+        """The renderer asks every ``job_poll_s``: that is also its heartbeat."""
+        self._heartbeats[stream_id] = self.clock()
         record = self.records.get(stream_id)
         return record is None or record["cancel_requested"]
 
@@ -173,9 +176,11 @@ class StreamRegistry:
         if now >= record["expires_at"]:
             self._forget(stream_id)
             return None
-        if record["status"] in ACTIVE and now - record["updated_at"] > self.stale_after_s:
+        last_sign = max(record["updated_at"], self._heartbeats.get(stream_id, 0.0))
+        if record["status"] in ACTIVE and now - last_sign > self.stale_after_s:
             record.update(status="failed", error={"error": "stream_lost",
-                                                  "message": "the replica rendering this stream stopped"})
+                                                  "message": "the replica rendering this stream stopped; "
+                                                             "ask for it again to render it afresh"})  # fmt: skip
             self._save(record)
         return record
 
@@ -202,6 +207,7 @@ class StreamRegistry:
                 self.media.delete(f"{stream_id}-{n}")
             self.media.delete(f"{stream_id}-init")
             self.records.delete(stream_id)
+        self._heartbeats.pop(stream_id, None)
         event = self._changed.pop(stream_id, None)
         if event is not None:
             event.set()

@@ -68,7 +68,7 @@ def build_app(args: dict | Settings | None = None) -> Application:
     )
     jobs = JobRegistry.options(ray_actor_options=small).bind(str(settings.data_dir), settings.job_stale_after_s)
     streams = StreamRegistry.options(ray_actor_options=small).bind(
-        str(settings.data_dir), settings.retention_s, settings.job_stale_after_s
+        str(settings.data_dir), settings.retention_s, settings.stream_stale_after_s
     )
     return Ingress.options(
         ray_actor_options=small,

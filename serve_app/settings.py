@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     stream_window: int = Field(4, ge=1, le=64)  #: chunks of one stream in flight at once
     stream_wait_s: float = Field(10.0, gt=0)  #: a live.mp4 reader's wait for the next fragment, per call
     max_stream_viewers: int = Field(256, ge=1)  #: open live.mp4 responses per ingress replica
+    stream_stale_after_s: float = Field(30.0, gt=0)  #: a stream whose renderer is silent this long has failed
 
     # Text to speech
     agents_file: Path = Path("agents.yaml")  #: agent personas (avatar, voice, rate, preset)
@@ -105,6 +106,8 @@ class Settings(BaseSettings):
     def _check(self):
         if self.default_preset not in PRESETS:
             raise ValueError(f"default_preset must be one of {sorted(PRESETS)}")
+        if self.stream_stale_after_s <= 4 * self.job_poll_s:
+            raise ValueError("stream_stale_after_s must exceed 4 x job_poll_s (the renderer's heartbeat)")
         if self.max_workers and self.max_workers < self.workers:
             raise ValueError("max_workers must be 0 or at least workers")
         return self

@@ -78,6 +78,22 @@ def test_cancel_failure_and_a_silent_renderer(registry):
     asyncio.run(scenario())
 
 
+def test_a_renderer_that_checks_in_stays_alive_between_fragments(registry):
+    reg, clock = registry
+
+    async def scenario():
+        await reg.open(SID)
+        await reg.start(SID, 1.0)
+        for _ in range(5):  # a long chunk: no publish for 250 s, but the renderer keeps asking
+            clock.now += 50
+            assert await reg.cancel_requested(SID) is False
+            assert (await reg.get(SID))["status"] == "rendering"
+        clock.now += 61  # then it goes silent
+        assert (await reg.get(SID))["status"] == "failed"
+
+    asyncio.run(scenario())
+
+
 def test_expired_streams_are_deleted_with_their_fragments(registry, tmp_path):
     reg, clock = registry
     media = tmp_path / "streams" / "media"

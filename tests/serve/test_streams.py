@@ -17,8 +17,11 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+import ray
+from ray import serve
 import soundfile as sf
 
+from serve_app.schemas import VideoRequest
 from serve_app.settings import RenderSettings, Settings
 from wav2lip.audio import frame_count, load_audio
 from wav2lip.encode import read_frames
@@ -35,7 +38,8 @@ ACTIVE = ("starting", "rendering")
 
 def settings(data_dir, **overrides) -> Settings:
     base = dict(workers=2, worker_gpus=0.5, worker_cpus=0.5, data_dir=data_dir, render=RenderSettings(threads=1),
-                stream_chunk_duration_s=1.28, inject_chunk_delay_s=DELAY_S, job_poll_s=0.1)  # fmt: skip
+                stream_chunk_duration_s=1.28, inject_chunk_delay_s=DELAY_S, job_poll_s=0.1,
+                stream_stale_after_s=2.0)  # fmt: skip
     base.update(overrides)
     return Settings(**base)
 
@@ -177,6 +181,12 @@ def test_identical_requests_share_one_render_and_a_finished_stream_needs_no_work
     assert events[0]["status"] == "complete" and len(body) > 1000
     assert chunks_rendered() - before == rendered  # no worker call for the replay
 
+    handle = serve.get_app_handle("lipsync")  # the same through a Python handle
+    request = VideoRequest(audio=speech_clips["b"].read_bytes(), avatar_id=service["avatar"])
+    via_handle = handle.open_stream.remote(request).result()
+    assert via_handle.model_dump() == first
+    assert handle.stream_status.remote(first["id"]).result().status == "complete"
+
 
 def test_a_viewer_leaving_ends_only_its_response_and_delete_stops_the_render(service, speech_clips, tmp_path):
     url = service["url"]
@@ -246,6 +256,34 @@ def test_bad_stream_requests_get_clear_errors(service, speech_clips):
     # the refused requests left no stream behind: the same id is free for a valid request
     ok = open_stream(url, speech_clips["a"])
     assert ok.status_code == 201
+
+
+def test_a_stream_whose_ingress_replica_dies_fails_cleanly_and_renders_again(service, speech_clips):
+    url = service["url"]
+    info = open_stream(url, SPEECH, avatar_id=service["avatar"], chunk_duration=0.64).json()
+    deadline = time.monotonic() + 60
+    while status(url, info)["fragments_published"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert status(url, info)["status"] == "rendering"
+    for name in [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                 if a["name"].startswith("SERVE_REPLICA::lipsync#Ingress#")]:  # fmt: skip
+        ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+    lost, deadline = None, time.monotonic() + 90
+    while time.monotonic() < deadline:  # Serve starts a new ingress replica; the registry notices the silence
+        try:
+            lost = httpx.get(url + info["status"], timeout=10).json()
+            if lost["status"] not in ACTIVE:
+                break
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.2)
+    assert lost["status"] == "failed" and lost["error"]["error"] == "stream_lost", lost
+    assert httpx.get(url + info["hls"], timeout=30).text.endswith("#EXT-X-ENDLIST\n")  # players stop waiting
+    again = open_stream(url, SPEECH, avatar_id=service["avatar"], chunk_duration=0.64)
+    assert again.status_code == 201 and again.json()["id"] == info["id"]
+    done = wait_until_done(url, info)
+    assert done["status"] == "complete" and done["fragments_published"] == done["fragments_total"]
+    assert httpx.get(url + info["final"], timeout=60).status_code == 200
 
 
 TEXT = ("Thanks for calling. Your order shipped this morning and should arrive on Thursday. "
