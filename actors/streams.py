@@ -39,6 +39,7 @@ class StreamRegistry:
         self._changed: dict[str, asyncio.Event] = {}
         self._swept_at = float("-inf")
         self._heartbeats: dict[str, float] = {}  #: stream -> when its renderer last asked about cancelling
+        self._started_at = clock()  #: renderers could not check in while this replica was being replaced
 
     # ---- lifecycle (the rendering replica) ---------------------------------------------
     async def open(self, stream_id: str) -> dict:
@@ -79,6 +80,8 @@ class StreamRegistry:
         record = self._load(stream_id)
         if record["status"] not in ACTIVE:
             raise NotFound(f"stream {stream_id} is {record['status']}; nothing more is published")
+        if index < record["published"]:
+            return record  # a retried call whose first attempt got through
         if index != record["published"]:
             raise ValueError(f"fragment {index} published out of order (next is {record['published']})")
         if init is not None:
@@ -176,7 +179,7 @@ class StreamRegistry:
         if now >= record["expires_at"]:
             self._forget(stream_id)
             return None
-        last_sign = max(record["updated_at"], self._heartbeats.get(stream_id, 0.0))
+        last_sign = max(record["updated_at"], self._heartbeats.get(stream_id, self._started_at))
         if record["status"] in ACTIVE and now - last_sign > self.stale_after_s:
             record.update(status="failed", error={"error": "stream_lost",
                                                   "message": "the replica rendering this stream stopped; "

@@ -41,6 +41,7 @@ from .schemas import (
     VideoResponse,
 )
 from .settings import Settings
+from .retrying import RetryingHandle
 from .streaming import StreamService
 
 log = logging.getLogger("ray.serve")
@@ -148,8 +149,8 @@ class Ingress:
         self.jobs = jobs
         self.personas = load_personas(settings.agents_file)
         self.generator = VideoGenerator(settings, worker, combiner, avatars, results, tts, jobs, self.personas)
-        self.streams = streams
-        self.streaming = StreamService(self.generator, streams)
+        self.streams = RetryingHandle(streams, settings.registry_retry_s)  # survives a registry restart
+        self.streaming = StreamService(self.generator, streams, self.streams)
 
     # ---- Python handle API (same models as HTTP) -------------------------------------
     async def generate(self, request: VideoRequest) -> VideoResponse:

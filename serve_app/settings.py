@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     stream_wait_s: float = Field(10.0, gt=0)  #: a live.mp4 reader's wait for the next fragment, per call
     max_stream_viewers: int = Field(256, ge=1)  #: open live.mp4 responses per ingress replica
     stream_stale_after_s: float = Field(30.0, gt=0)  #: a stream whose renderer is silent this long has failed
+    registry_retry_s: float = Field(30.0, ge=0)  #: how long stream-registry calls are retried while its replica restarts
 
     # Text to speech
     agents_file: Path = Path("agents.yaml")  #: agent personas (avatar, voice, rate, preset)

@@ -37,9 +37,12 @@ _AAC_CATCH_UP_S = 2.0  #: the AAC encoder runs a few frames behind what it was f
 
 
 class StreamService:
-    def __init__(self, gen: VideoGenerator, streams):
+    def __init__(self, gen: VideoGenerator, registry, streams):
+        """``registry``: the StreamRegistry handle (``open`` is not retried: a lost reply would look
+        like someone else's stream); ``streams``: the same, its idempotent calls retried."""
         self.gen = gen
         self.settings = gen.settings
+        self.registry = registry
         self.streams = streams
         self._tasks: set[asyncio.Task] = set()
 
@@ -60,7 +63,7 @@ class StreamService:
             "stream", _STREAM_VERSION, speech, avatar, asdict(opts), req.fps, req.loop, asdict(enc), chunk_s,
             self.settings.stream_first_chunk_frames, info["model_id"], info["renderer"], info["precision"],
         )  # fmt: skip
-        opened = await self.streams.open.remote(stream_id)
+        opened = await self.registry.open.remote(stream_id)
         if opened["attached"]:
             gen.metrics.streams.inc(tags={"outcome": "attached"})
             return opened["record"]

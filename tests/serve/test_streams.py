@@ -258,6 +258,36 @@ def test_bad_stream_requests_get_clear_errors(service, speech_clips):
     assert ok.status_code == 201
 
 
+def test_a_stream_outlives_its_registry_replica_dying(service, tmp_path):
+    url = service["url"]
+    info = open_stream(url, SPEECH, avatar_id=service["avatar"], chunk_duration=0.96).json()
+    live_events: list = []
+    with cf.ThreadPoolExecutor(1) as pool:
+        live = pool.submit(read_live, url, info, live_events)  # a viewer from before the restart
+        deadline = time.monotonic() + 60
+        while status(url, info)["fragments_published"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for name in [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                     if a["name"].startswith("SERVE_REPLICA::lipsync#StreamRegistry#")]:  # fmt: skip
+            ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+        done, deadline = None, time.monotonic() + 120
+        while time.monotonic() < deadline:  # Serve starts a new registry replica, which reloads from disk
+            try:
+                done = httpx.get(url + info["status"], timeout=30).json()
+                if done["status"] not in ACTIVE:
+                    break
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.2)
+        body = live.result(timeout=120)
+    assert done["status"] == "complete", done
+    assert done["fragments_published"] == done["fragments_total"]
+    final, watched = tmp_path / "final.mp4", tmp_path / "watched.mp4"
+    final.write_bytes(httpx.get(url + info["final"], timeout=60).content)
+    watched.write_bytes(body)
+    assert np.array_equal(read_frames(watched), read_frames(final))  # the viewer missed nothing
+
+
 def test_a_stream_whose_ingress_replica_dies_fails_cleanly_and_renders_again(service, speech_clips):
     url = service["url"]
     info = open_stream(url, SPEECH, avatar_id=service["avatar"], chunk_duration=0.64).json()
