@@ -316,6 +316,23 @@ def test_a_stream_whose_ingress_replica_dies_fails_cleanly_and_renders_again(ser
     assert httpx.get(url + info["final"], timeout=60).status_code == 200
 
 
+def test_a_worker_dying_mid_stream_costs_a_retry_not_the_stream(service, tmp_path):
+    url = service["url"]
+    info = open_stream(url, SPEECH, avatar_id=service["avatar"], chunk_duration=1.92).json()
+    deadline = time.monotonic() + 60
+    while status(url, info)["fragments_published"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    victims = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+               if a["name"].startswith("SERVE_REPLICA::lipsync#LipSyncWorker#")]  # fmt: skip
+    ray.kill(ray.get_actor(victims[0], namespace="serve"), no_restart=True)  # it holds chunks in flight
+    done = wait_until_done(url, info, 120)
+    assert done["status"] == "complete", done
+    assert done["stats"]["chunk_retries"] >= 1 and done["fragments_published"] == done["fragments_total"]
+    final = tmp_path / "final.mp4"
+    final.write_bytes(httpx.get(url + info["final"], timeout=60).content)
+    assert len(read_frames(final)) == frame_count(len(load_audio(SPEECH)), 25)
+
+
 TEXT = ("Thanks for calling. Your order shipped this morning and should arrive on Thursday. "
         "You can follow it with the tracking link in your email. If anything is missing, reply to that email "
         "and we will sort it out. Is there anything else I can help you with today?")  # fmt: skip
