@@ -63,11 +63,31 @@ def status(url: str, info: dict) -> dict:
     return httpx.get(url + info["status"], timeout=30).json()
 
 
-def wait_until_done(url: str, info: dict, timeout_s: float = 240) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while (s := status(url, info))["status"] in ACTIVE and time.monotonic() < deadline:
+def wait_for_first_fragment(url: str, info: dict) -> None:
+    deadline = time.monotonic() + 60
+    while status(url, info)["fragments_published"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def kill_replica(deployment: str, all_of_them: bool = True) -> None:
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+             if a["name"].startswith(f"SERVE_REPLICA::lipsync#{deployment}#")]  # fmt: skip
+    for name in names if all_of_them else names[:1]:
+        ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+
+
+def wait_until_done(url: str, info: dict, timeout_s: float = 240) -> dict | None:
+    """The stream's status once it ended, riding out requests that fail while replicas restart."""
+    state, deadline = None, time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            state = httpx.get(url + info["status"], timeout=30).json()
+            if state["status"] not in ACTIVE:
+                break
+        except (httpx.HTTPError, ValueError):
+            pass
         time.sleep(0.1)
-    return s
+    return state
 
 
 def read_live(url: str, info: dict, events: list, stop_after: int | None = None) -> bytes:
@@ -200,9 +220,7 @@ def test_a_viewer_leaving_ends_only_its_response_and_delete_stops_the_render(ser
     assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
 
     long = open_stream(url, DATA / "speech_long_60s.wav", avatar_id=service["avatar"]).json()
-    deadline = time.monotonic() + 60
-    while status(url, long)["fragments_published"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for_first_fragment(url, long)
     deleted = httpx.delete(f"{url}/v1/streams/{long['id']}", timeout=30)
     assert deleted.status_code == 200
     end = wait_until_done(url, long, 60)
@@ -264,21 +282,9 @@ def test_a_stream_outlives_its_registry_replica_dying(service, tmp_path):
     live_events: list = []
     with cf.ThreadPoolExecutor(1) as pool:
         live = pool.submit(read_live, url, info, live_events)  # a viewer from before the restart
-        deadline = time.monotonic() + 60
-        while status(url, info)["fragments_published"] == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for name in [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                     if a["name"].startswith("SERVE_REPLICA::lipsync#StreamRegistry#")]:  # fmt: skip
-            ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
-        done, deadline = None, time.monotonic() + 120
-        while time.monotonic() < deadline:  # Serve starts a new registry replica, which reloads from disk
-            try:
-                done = httpx.get(url + info["status"], timeout=30).json()
-                if done["status"] not in ACTIVE:
-                    break
-            except (httpx.HTTPError, ValueError):
-                pass
-            time.sleep(0.2)
+        wait_for_first_fragment(url, info)
+        kill_replica("StreamRegistry")
+        done = wait_until_done(url, info)  # Serve starts a new registry replica, which reloads from disk
         body = live.result(timeout=120)
     assert done["status"] == "complete", done
     assert done["fragments_published"] == done["fragments_total"]
@@ -291,22 +297,10 @@ def test_a_stream_outlives_its_registry_replica_dying(service, tmp_path):
 def test_a_stream_whose_ingress_replica_dies_fails_cleanly_and_renders_again(service, speech_clips):
     url = service["url"]
     info = open_stream(url, SPEECH, avatar_id=service["avatar"], chunk_duration=0.64).json()
-    deadline = time.monotonic() + 60
-    while status(url, info)["fragments_published"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_first_fragment(url, info)
     assert status(url, info)["status"] == "rendering"
-    for name in [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                 if a["name"].startswith("SERVE_REPLICA::lipsync#Ingress#")]:  # fmt: skip
-        ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
-    lost, deadline = None, time.monotonic() + 90
-    while time.monotonic() < deadline:  # Serve starts a new ingress replica; the registry notices the silence
-        try:
-            lost = httpx.get(url + info["status"], timeout=10).json()
-            if lost["status"] not in ACTIVE:
-                break
-        except (httpx.HTTPError, ValueError):
-            pass
-        time.sleep(0.2)
+    kill_replica("Ingress")
+    lost = wait_until_done(url, info)  # Serve starts a new ingress replica; the registry notices the silence
     assert lost["status"] == "failed" and lost["error"]["error"] == "stream_lost", lost
     assert httpx.get(url + info["hls"], timeout=30).text.endswith("#EXT-X-ENDLIST\n")  # players stop waiting
     again = open_stream(url, SPEECH, avatar_id=service["avatar"], chunk_duration=0.64)
@@ -319,12 +313,8 @@ def test_a_stream_whose_ingress_replica_dies_fails_cleanly_and_renders_again(ser
 def test_a_worker_dying_mid_stream_costs_a_retry_not_the_stream(service, tmp_path):
     url = service["url"]
     info = open_stream(url, SPEECH, avatar_id=service["avatar"], chunk_duration=1.92).json()
-    deadline = time.monotonic() + 60
-    while status(url, info)["fragments_published"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    victims = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-               if a["name"].startswith("SERVE_REPLICA::lipsync#LipSyncWorker#")]  # fmt: skip
-    ray.kill(ray.get_actor(victims[0], namespace="serve"), no_restart=True)  # it holds chunks in flight
+    wait_for_first_fragment(url, info)
+    kill_replica("LipSyncWorker", all_of_them=False)  # one of two; it holds chunks in flight
     done = wait_until_done(url, info, 120)
     assert done["status"] == "complete", done
     assert done["stats"]["chunk_retries"] >= 1 and done["fragments_published"] == done["fragments_total"]
