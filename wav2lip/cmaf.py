@@ -71,11 +71,6 @@ class AacEncoder:
         except (BrokenPipeError, OSError):
             self._fail("encoding the audio to AAC")
 
-    def available(self) -> int:
-        """Frames finished so far (the encoder runs a couple of frames behind its input)."""
-        with self._changed:
-            return max(0, len(self._frames) - _AAC_PRIMING_FRAMES)
-
     def wait_for(self, count: int, timeout_s: float | None = None) -> bool:
         """Block until ``count`` frames are finished (or the encoder ended); whether they are."""
         with self._changed:

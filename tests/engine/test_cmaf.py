@@ -30,6 +30,20 @@ def test_aac_is_encoded_once_into_frames_that_cover_the_audio(speech_samples):
     assert all(f[0] == 0xFF and f[1] & 0xF0 == 0xF0 for f in frames)
 
 
+def test_aac_fed_in_pieces_equals_one_encode(speech_samples):
+    """What lets text streams package chunks while later sentences are still synthesised."""
+    whole = cmaf.encode_aac(speech_samples, "64k")
+    encoder = cmaf.AacEncoder("64k")
+    fed = 0
+    for piece in np.array_split(speech_samples, 7):
+        encoder.feed(piece)
+        fed += len(piece)
+        settled = fed // cmaf.AAC_FRAME - 3  # the encoder runs a few frames behind its input
+        assert encoder.wait_for(settled, 10.0)
+        assert encoder.frames(0, settled) == whole[:settled]  # frames already out never change
+    assert encoder.close() == whole
+
+
 @pytest.mark.parametrize("fps, grid", [(25, 8), (50, 16), (30, 48), (12, 1), (29.97, 1)])
 def test_aligned_frames_is_where_video_and_aac_frames_meet(fps, grid):
     assert cmaf.aligned_frames(fps) == grid
