@@ -37,7 +37,7 @@ from .serve import AUDIO, _variant, local_service, random_checkpoint_dir
 TEXT = ("Hello! I am your virtual assistant. I can answer questions about your order, "
         "your account and our opening hours. How can I help you today?")  # fmt: skip
 
-_BROWSER_POST = """async ([audio, t0]) => {
+_BROWSER_POST = """async (audio) => {
   const bytes = Uint8Array.from(atob(audio), (c) => c.charCodeAt(0));
   const form = new FormData();
   form.append("audio", new Blob([bytes], { type: "audio/wav" }), "a.wav");
@@ -86,7 +86,7 @@ def _browser(base: str, bodies: list[bytes], texts: list[str], client) -> dict |
         page = browser.new_page()
         page.goto(base + "/")
         for body in bodies:
-            got = page.evaluate(_BROWSER_POST, [base64.b64encode(body).decode(), 0])
+            got = page.evaluate(_BROWSER_POST, base64.b64encode(body).decode())
             assert got["error"] is None, got
             firsts.append(got["first_frame_ms"] / 1000)
             while client.get(base + got["status"]).json()["status"] in ("starting", "rendering"):

@@ -27,7 +27,7 @@ from wav2lip.options import AvatarOptions, EncodeOptions, preset
 from wav2lip.storage import content_key
 
 from .agents import Persona, Personas
-from .errors import Overloaded, RenderFailed, error_body, error_code
+from .errors import Overloaded, RenderFailed
 from .metrics import ServiceMetrics
 from .planner import plan_chunks
 from .schemas import Stats, VideoRequest, VideoResponse
@@ -39,7 +39,7 @@ _INFO_TTL_S = 30.0
 
 
 @dataclass
-class _Render:
+class RenderState:
     """One request's render in progress: its settings and the chunks dispatched so far."""
 
     req: VideoRequest
@@ -74,7 +74,7 @@ class _Render:
         for a, b in chunks:
             job = ChunkJob(self.request_id, len(self.tasks), start + a, start + b, self.fps, self.req.loop, self.enc,
                            self.variant["key"], self.variant["ref"], mel_ref)  # fmt: skip
-            self.tasks.append(asyncio.ensure_future(gen._render_with_retries(job, self)))
+            self.tasks.append(asyncio.ensure_future(gen.render_chunk(job, self)))
 
 
 def final_frames(known_samples: int, fps: float) -> int:
@@ -88,27 +88,6 @@ def final_frames(known_samples: int, fps: float) -> int:
     return official_frame_count(final_cols, fps) - 1 if final_cols >= MEL_STEP else 0
 
 
-async def watch(work: asyncio.Task, poll_s: float, cancel_requested) -> tuple[str, object]:
-    """Await a background render, cancelling it once ``await cancel_requested()`` says so
-    (a cancel asked through any ingress replica lands in a registry, not here).
-
-    ``("succeeded", result)``, ``("cancelled", None)`` or ``("failed", error body)``.
-    """
-    while not work.done():
-        await asyncio.wait([work], timeout=poll_s)
-        if not work.done() and await cancel_requested():
-            work.cancel()
-    try:
-        return "succeeded", work.result()
-    except asyncio.CancelledError:
-        return "cancelled", None
-    except Wav2LipError as exc:
-        return "failed", error_body(error_code(exc), exc.message)
-    except Exception as exc:  # our bug: recorded on the job or stream, logged here
-        log.exception("background render failed")
-        return "failed", error_body("internal_error", str(exc)[:300])
-
-
 class VideoGenerator:
     def __init__(self, settings: Settings, worker, combiner, avatars, results, tts, jobs, personas: Personas):
         self.settings = settings
@@ -119,7 +98,6 @@ class VideoGenerator:
         self.tts = tts
         self.jobs = jobs
         self.personas = personas
-        self._job_tasks: set[asyncio.Task] = set()
         self._inflight: dict[str, asyncio.Future] = {}  # result key -> (n_frames, chunks) when done
         self.worker_info: dict | None = None
         self._info_at = 0.0
@@ -136,7 +114,7 @@ class VideoGenerator:
             self.worker_info, self._info_at = await self.worker.info.remote(), now
         return self.worker_info
 
-    def _admit(self) -> None:
+    def admit(self) -> None:
         if self._pending >= self.settings.max_pending_requests:
             self.metrics.rejected.inc()
             raise Overloaded(
@@ -157,7 +135,7 @@ class VideoGenerator:
 
     async def generate(self, req: VideoRequest, job_id: str | None = None) -> VideoResponse:
         """Render ``req`` (or answer from the cache); ``job_id``: report progress to that job."""
-        self._admit()
+        self.admit()
         with self.busy():
             response = await self._generate(req, job_id)
         stats = response.stats
@@ -182,16 +160,16 @@ class VideoGenerator:
     async def _generate(self, req: VideoRequest, job_id: str | None) -> VideoResponse:
         t_start = time.perf_counter()
         req, persona = self.prepare(req)
-        enc, opts = self._settings_of(req)
+        enc, opts = self.settings_of(req)
         alias = None
         if req.text is None:  # the same upload again is answered without the registry or a decode
             alias = await self._alias(req, enc, opts)
             found = await self.results.find.remote(alias)
             if found is not None:
                 record = found["record"]
-                hit = _Render(req, enc, {}, record["fps"], await self.info(), self._chunk_s(req), t_start)
-                return self._response(hit, found["key"], record["n_frames"], record["chunks"], 0, True)
-        render = await self._start(req, enc, opts, t_start)
+                hit = RenderState(req, enc, {}, record["fps"], await self.info(), self._chunk_s(req), t_start)
+                return self.response_for(hit, found["key"], record["n_frames"], record["chunks"], 0, True)
+        render = await self.start_render(req, enc, opts, t_start)
         render.job_id, render.alias = job_id, alias
         if req.text is None:
             t = time.perf_counter()
@@ -207,7 +185,7 @@ class VideoGenerator:
         render.stages["tts"] = time.perf_counter() - t
         return await self._render_audio(render, samples)
 
-    def _settings_of(self, req: VideoRequest) -> tuple[EncodeOptions, AvatarOptions]:
+    def settings_of(self, req: VideoRequest) -> tuple[EncodeOptions, AvatarOptions]:
         enc = preset(req.preset or self.settings.default_preset, lossless=req.lossless or None)
         opts = AvatarOptions(pads=req.pads or AvatarOptions().pads, box=req.box, smooth=not req.nosmooth,
                              resize_factor=enc.resize_factor)  # fmt: skip
@@ -223,23 +201,23 @@ class VideoGenerator:
         return content_key("alias", _RESULT_VERSION, hashlib.sha256(req.audio).digest(), avatar, asdict(opts),
                            req.fps, req.loop, asdict(enc), info["model_id"], info["renderer"], info["precision"])  # fmt: skip
 
-    async def _start(self, req: VideoRequest, enc: EncodeOptions, opts: AvatarOptions, t_start: float) -> _Render:
+    async def start_render(self, req: VideoRequest, enc: EncodeOptions, opts: AvatarOptions, t_start: float) -> RenderState:
         if req.avatar is not None:
             variant = await self.avatars.register.remote(req.avatar, opts)
         else:
             variant = await self.avatars.variant.remote(req.avatar_id, opts)
         summary = variant["summary"]
         fps = float(req.fps or summary.get("fps") or enc.fps)  # explicit, else the video's, else the preset's
-        return _Render(req, enc, variant, fps, await self.info(), self._chunk_s(req), t_start)
+        return RenderState(req, enc, variant, fps, await self.info(), self._chunk_s(req), t_start)
 
-    def _key(self, r: _Render, samples: np.ndarray) -> str:
+    def _key(self, r: RenderState, samples: np.ndarray) -> str:
         """Result key: avatar variant, audio samples, model, settings."""
         return content_key(
             "video", _RESULT_VERSION, r.variant["key"], samples.tobytes(), r.info["model_id"], r.info["renderer"],
             r.info["precision"], r.fps, r.req.loop, asdict(r.enc),
         )  # fmt: skip
 
-    async def _render_audio(self, r: _Render, samples: np.ndarray) -> VideoResponse:
+    async def _render_audio(self, r: RenderState, samples: np.ndarray) -> VideoResponse:
         key = self._key(r, samples)
         try:
             cached = await self.results.get.remote(key)
@@ -248,12 +226,12 @@ class VideoGenerator:
         if cached is not None:
             if r.alias:
                 await self.results.put_alias.remote(r.alias, key)
-            return self._response(r, key, cached["record"]["n_frames"], cached["record"]["chunks"], 0, True)
+            return self.response_for(r, key, cached["record"]["n_frames"], cached["record"]["chunks"], 0, True)
         running = self._inflight.get(key)
         if running is not None:  # the same render is under way on this replica: attach to it
             try:
                 n_frames, chunks = await asyncio.shield(running)
-                return self._response(r, key, n_frames, chunks, 0, True)
+                return self.response_for(r, key, n_frames, chunks, 0, True)
             except (asyncio.CancelledError, Wav2LipError):
                 if asyncio.current_task().cancelling():
                     raise
@@ -278,7 +256,7 @@ class VideoGenerator:
         finally:
             self._inflight.pop(key, None)
 
-    async def _render_streaming_text(self, r: _Render, voice: str, rate: float) -> VideoResponse:
+    async def _render_streaming_text(self, r: RenderState, voice: str, rate: float) -> VideoResponse:
         """Speech arrives per sentence; frames whose mel windows are final (``final_frames``)
         are rendered at once, so the result equals the unpipelined one frame for frame."""
         t_tts = time.perf_counter()
@@ -306,7 +284,7 @@ class VideoGenerator:
         r.dispatch(self, mel, sent, frame_count(len(samples), r.fps))
         return await self._finish(r, self._key(r, samples), samples)
 
-    async def _finish(self, r: _Render, key: str, samples: np.ndarray) -> VideoResponse:
+    async def _finish(self, r: RenderState, key: str, samples: np.ndarray) -> VideoResponse:
         t_video = time.perf_counter()
         try:
             outcomes = await asyncio.gather(*r.tasks)
@@ -327,7 +305,7 @@ class VideoGenerator:
         n_frames = frame_count(len(samples), r.fps)
         record = {"chunks": len(results), "nodes": nodes, "n_frames": n_frames, "fps": r.fps}
         await self.results.put.remote(key, video, record, r.alias)
-        response = self._response(r, key, n_frames, len(results), retries, False, nodes)
+        response = self.response_for(r, key, n_frames, len(results), retries, False, nodes)
         log.info("request %s: %d chunks, %.2f s (rtf %.2f)", r.request_id, len(results),
                  response.stats.total_processing_time, response.stats.real_time_factor)  # fmt: skip
         return response
@@ -344,7 +322,7 @@ class VideoGenerator:
                 last = exc
         raise RenderFailed(f"joining the video failed after {attempts} attempts: {str(last)[:300]}")
 
-    async def _render_with_retries(self, job: ChunkJob, r: _Render) -> tuple[ChunkResult, int]:
+    async def render_chunk(self, job: ChunkJob, r: RenderState) -> tuple[ChunkResult, int]:
         """A chunk's result and how many retries it took; input errors are not retried."""
         attempts = self.settings.chunk_retries + 1
         last: BaseException | None = None
@@ -379,7 +357,7 @@ class VideoGenerator:
                 return result, attempt
         raise RenderFailed(f"chunk {job.index} failed after {attempts} attempts: {str(last)[:300]}")
 
-    def _response(self, r: _Render, key: str, n_frames: int, chunks: int, retries: int, hit: bool,
+    def response_for(self, r: RenderState, key: str, n_frames: int, chunks: int, retries: int, hit: bool,
                   nodes: list[str] | None = None) -> VideoResponse:  # fmt: skip
         duration_s = n_frames / r.fps
         total = time.perf_counter() - r.t_start
@@ -395,26 +373,6 @@ class VideoGenerator:
             stages={k: round(v, 4) for k, v in r.stages.items()}, nodes=nodes or [],
         )  # fmt: skip
         return VideoResponse(video_id=key, url=f"/v1/videos/{key}", duration_s=duration_s, stats=stats)
-
-    async def submit(self, req: VideoRequest) -> str:
-        """Start ``req`` as a job on this replica; its id (state lives in the job registry)."""
-        self._admit()  # a full replica answers 503 now, not a 202 for a job that fails at once
-        job_id = uuid.uuid4().hex
-        await self.jobs.create.remote(job_id)
-        task = asyncio.create_task(self._run_job(job_id, req))
-        self._job_tasks.add(task)
-        task.add_done_callback(self._job_tasks.discard)
-        return job_id
-
-    async def _run_job(self, job_id: str, req: VideoRequest) -> None:
-        render = asyncio.create_task(self.generate(req, job_id))
-        await self.jobs.update.remote(job_id, status="running")
-        outcome, value = await watch(render, self.settings.job_poll_s, lambda: self.jobs.cancel_requested.remote(job_id))
-        if outcome == "succeeded":
-            await self.jobs.update.remote(job_id, status="succeeded", video_id=value.video_id,
-                                          duration_s=value.duration_s, stats=value.stats.model_dump())  # fmt: skip
-        else:
-            await self.jobs.update.remote(job_id, status=outcome, error=value)
 
     async def video_bytes(self, video_id: str) -> bytes:
         cached = await self.results.get.remote(video_id)

@@ -19,6 +19,7 @@ from wav2lip.ffmpeg import set_ffmpeg_binary
 from wav2lip.options import AvatarOptions
 
 from .errors import STATUS, NotReady, RenderFailed
+from .background import Background, JobRunner
 from .generation import VideoGenerator
 from .http import Edge, EdgeConfig, install_error_handlers, ranged_response
 from .agents import load_personas
@@ -149,8 +150,10 @@ class Ingress:
         self.jobs = jobs
         self.personas = load_personas(settings.agents_file)
         self.generator = VideoGenerator(settings, worker, combiner, avatars, results, tts, jobs, self.personas)
+        background = Background()
+        self.job_runner = JobRunner(self.generator, jobs, background)
         self.streams = RetryingHandle(streams, settings.registry_retry_s)  # survives a registry restart
-        self.streaming = StreamService(self.generator, streams, self.streams)
+        self.streaming = StreamService(self.generator, streams, self.streams, background)
 
     # ---- Python handle API (same models as HTTP) -------------------------------------
     async def generate(self, request: VideoRequest) -> VideoResponse:
@@ -162,7 +165,7 @@ class Ingress:
 
     async def submit(self, request: VideoRequest) -> str:
         """Start a job; poll ``status(job_id)``, stop it with ``cancel(job_id)``."""
-        return await self.generator.submit(request)
+        return await self.job_runner.submit(request)
 
     async def status(self, job_id: str) -> JobStatus:
         job = await self.jobs.get.remote(job_id)
@@ -184,7 +187,7 @@ class Ingress:
     async def _respond(self, request: VideoRequest, run_async: bool):
         if not run_async:
             return await self.generator.generate(request)
-        job_id = await self.generator.submit(request)
+        job_id = await self.job_runner.submit(request)
         return JSONResponse(JobAccepted(job_id=job_id, status_url=f"/v1/jobs/{job_id}").model_dump(), status_code=202)
 
     # ---- HTTP -----------------------------------------------------------------------

@@ -27,7 +27,8 @@ from wav2lip.audio import frame_count, load_audio, melspectrogram
 from wav2lip.errors import InvalidSettings, RenderError
 from wav2lip.storage import content_key
 
-from .generation import VideoGenerator, _Render, final_frames, watch
+from .background import Background, watch
+from .generation import VideoGenerator, RenderState, final_frames
 from .planner import plan_stream_chunks, stream_chunk_frames
 from .schemas import VideoRequest
 
@@ -37,14 +38,14 @@ _AAC_CATCH_UP_S = 2.0  #: the AAC encoder runs a few frames behind what it was f
 
 
 class StreamService:
-    def __init__(self, gen: VideoGenerator, registry, streams):
+    def __init__(self, gen: VideoGenerator, registry, streams, background: Background):
         """``registry``: the StreamRegistry handle (``open`` is not retried: a lost reply would look
         like someone else's stream); ``streams``: the same, its idempotent calls retried."""
         self.gen = gen
         self.settings = gen.settings
         self.registry = registry
         self.streams = streams
-        self._tasks: set[asyncio.Task] = set()
+        self.background = background
 
     async def open(self, req: VideoRequest) -> dict:
         """The stream's record; an identical stream already running or done is shared, not re-rendered."""
@@ -53,7 +54,7 @@ class StreamService:
         req, persona = gen.prepare(req)
         if req.lossless:
             raise InvalidSettings("streams are H.264 + AAC; lossless output is for whole videos only")
-        enc, opts = gen._settings_of(req)
+        enc, opts = gen.settings_of(req)
         voice, rate = (req.voice or persona.voice, req.rate or persona.rate) if req.text is not None else (None, None)
         chunk_s = req.chunk_duration or self.settings.stream_chunk_duration_s
         info = await gen.info()
@@ -68,23 +69,21 @@ class StreamService:
             gen.metrics.streams.inc(tags={"outcome": "attached"})
             return opened["record"]
         try:
-            gen._admit()
+            gen.admit()
             samples = None
             if req.text is None:
                 samples = await asyncio.to_thread(load_audio, req.audio, self.settings.max_audio_s)
             else:
                 await gen.tts.is_cached.remote(req.text, voice, rate)  # validates text and voice now, not later
-            render = await gen._start(req, enc, opts, t_start)
+            render = await gen.start_render(req, enc, opts, t_start)
         except BaseException:
             await self.streams.discard.remote(stream_id)
             raise
         render.chunk_s = chunk_s
-        task = asyncio.create_task(self._run(stream_id, render, samples, voice, rate))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.background.spawn(self._run(stream_id, render, samples, voice, rate))
         return opened["record"]
 
-    async def _run(self, stream_id: str, r: _Render, samples: np.ndarray | None, voice, rate) -> None:
+    async def _run(self, stream_id: str, r: RenderState, samples: np.ndarray | None, voice, rate) -> None:
         """Render, watching for a cancel request made through any replica; record the outcome."""
         with self.gen.busy():
             work = asyncio.create_task(self._render(stream_id, r, samples, voice, rate))
@@ -98,7 +97,7 @@ class StreamService:
                                          stats=value if outcome == "succeeded" else None,
                                          error=value if outcome == "failed" else None)  # fmt: skip
 
-    async def _speech(self, r: _Render, samples: np.ndarray | None, voice, rate):
+    async def _speech(self, r: RenderState, samples: np.ndarray | None, voice, rate):
         """The speech as it becomes known: an upload at once, text sentence by sentence."""
         if samples is not None:
             yield samples
@@ -108,7 +107,7 @@ class StreamService:
             yield part
         r.stages["tts"] = time.perf_counter() - t
 
-    async def _render(self, stream_id: str, r: _Render, samples: np.ndarray | None, voice, rate) -> dict:
+    async def _render(self, stream_id: str, r: RenderState, samples: np.ndarray | None, voice, rate) -> dict:
         """Chunks go out as soon as their mel windows and AAC frames are final (text: while
         later sentences are still being synthesised); fragments are published in order."""
         gen, settings = self.gen, self.settings
@@ -125,7 +124,7 @@ class StreamService:
             aac_start = cmaf.aac_frame_at(a / r.fps)
             job = ChunkJob(r.request_id, index, a, b, r.fps, r.req.loop, r.enc, r.variant["key"], r.variant["ref"],
                            mel_ref, audio=b"".join(aac.frames(aac_start, aac_stop)))  # fmt: skip
-            tasks.append(asyncio.ensure_future(gen._render_with_retries(job, r)))
+            tasks.append(asyncio.ensure_future(gen.render_chunk(job, r)))
             await queue.put((index, a, b, aac_start, tasks[-1]))
 
         async def produce() -> tuple[int, int]:
@@ -202,7 +201,7 @@ class StreamService:
         r.stages["combine"] = time.perf_counter() - t
         record = {"chunks": total, "nodes": sorted(nodes), "n_frames": n_frames, "fps": r.fps}
         await gen.results.put.remote(stream_id, video, record)
-        response = gen._response(r, stream_id, n_frames, total, retries, False, sorted(nodes))
+        response = gen.response_for(r, stream_id, n_frames, total, retries, False, sorted(nodes))
         log.info("stream %s: %d fragments, first after %.2f s, all after %.2f s", stream_id, total,
                  r.stages["first_fragment"], response.stats.total_processing_time)  # fmt: skip
         return response.stats.model_dump()
