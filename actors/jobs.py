@@ -15,7 +15,7 @@ from ray import serve
 
 from wav2lip.errors import NotFound
 
-from .cache import RecordStore
+from .store import RecordStore
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 

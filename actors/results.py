@@ -1,9 +1,10 @@
-"""``ResultCache`` deployment: finished videos and their records, by result key.
+"""``ResultStore`` deployment: finished videos and their records, by result key.
 
-Each record carries ``expires_at`` (the retention): a URL handed out stays valid until
-then. Space is freed from expired videos first; an unexpired one evicted under disk
-pressure leaves a tombstone, so its URL answers 410 (not a silent 404). Deleted
-videos are forgotten (404).
+The combiner writes each finished video here itself; the ingress reads one only to
+serve a GET. Each entry carries ``expires_at`` (the retention): a URL handed out stays
+valid until then. Space is freed from expired videos first; an unexpired one evicted
+under disk pressure leaves a tombstone, so its URL answers 410 (not a silent 404).
+Deleted videos are forgotten (404).
 """
 
 from __future__ import annotations
@@ -15,71 +16,40 @@ from ray import serve
 
 from wav2lip.errors import Expired
 
-from .cache import RecordStore, TieredCache
+from .records import StoredResult
+from .store import Store
+
+_ALIAS_MEMORY_SHARE = 256  #: aliases are tiny: 1/256 of the video memory budget
 
 
-@serve.deployment(name="ResultCache", max_ongoing_requests=64)
-class ResultCache:
+@serve.deployment(name="ResultStore", max_ongoing_requests=64)
+class ResultStore:
     def __init__(self, data_dir: str, memory_bytes: int, disk_bytes: int, retention_s: float, clock=time.time):
         root = Path(data_dir) / "results"
-        self.clock = clock
-        self.retention_s = retention_s
-        self.records = RecordStore(root)
-        self.videos = TieredCache(root, memory_bytes, disk_bytes, suffix=".mp4")
-        self.videos.disk.expired = self._expired
-        self.videos.disk.on_evict = lambda key: self._tombstone(
-            key, "its retention period ended" if self._expired(key) else "evicted to free disk space"
-        )
+        self.videos = Store(root, memory_bytes, disk_bytes, ".mp4", retention_s=retention_s, clock=clock)
         # upload-bytes key -> result key: a repeated upload is answered without decoding it
-        self.aliases = TieredCache(root, memory_bytes // 256, 0, suffix=".alias")
+        self.aliases = Store(root, memory_bytes // _ALIAS_MEMORY_SHARE, 0, ".alias")
 
-    def _expired(self, key: str) -> bool:
-        record = self.records.get(key)
-        return record is None or self.clock() >= record.get("expires_at", 0)
-
-    def _tombstone(self, key: str, reason: str) -> None:
-        self.records.put(key, {**(self.records.get(key) or {}), "gone": reason})
-
-    def _check(self, key: str) -> dict | None:
-        """The live record, None if unknown, ``Expired`` if its time is over or it was evicted."""
-        record = self.records.get(key)
-        if record is None:
-            return None
-        if "gone" not in record and self.clock() >= record.get("expires_at", float("inf")):
-            self.videos.delete(key)
-            self._tombstone(key, "its retention period ended")
-            record = self.records.get(key)
-        if "gone" in record:
-            raise Expired(f"video {key} is gone: {record['gone']}; render it again")
-        return record
-
-    async def get(self, key: str) -> dict | None:
-        """``{"video": [ref], "record": dict}`` for a live result; None if unknown; 410 if gone."""
-        record = self._check(key)
-        if record is None:
-            return None
-        video = self.videos.get(key)
+    async def get(self, key: str) -> StoredResult | None:
+        """The live result; None if unknown; ``Expired`` (410) if it is gone."""
+        record = self.videos.record(key)
+        video = self.videos.get(key) if record is not None else None
         if video is None:
             return None
-        return {"video": [video], "record": record}
+        return StoredResult(key, record, video)
 
-    async def find(self, alias: str) -> dict | None:
-        """``{"key", "record"}`` of the live result an alias points to."""
+    async def find(self, alias: str) -> StoredResult | None:
+        """The live result an alias points to (its bytes by reference), or None."""
         ref = self.aliases.get(alias)
         if ref is None:
             return None
-        key = (await ref).decode()
         try:
-            record = self._check(key)
+            return await self.get((await ref.get()).decode())
         except Expired:
             return None
-        if record is None or self.videos.get(key) is None:  # verified (checksum) on a disk read
-            return None
-        return {"key": key, "record": record}
 
     async def put(self, key: str, video: bytes, record: dict, alias: str | None = None) -> None:
-        self.records.put(key, {**record, "created_at": self.clock(), "expires_at": self.clock() + self.retention_s})
-        self.videos.put(key, video)
+        self.videos.put(key, video, kind="video", **record)
         if alias:
             await self.put_alias(alias, key)
 
@@ -89,7 +59,6 @@ class ResultCache:
     async def delete(self, key: str) -> None:
         """Forget the video (idempotent): later lookups answer 404."""
         self.videos.delete(key)
-        self.records.delete(key)
 
     def stats(self) -> dict:
         return self.videos.stats()

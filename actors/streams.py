@@ -18,21 +18,27 @@ from ray import serve
 
 from wav2lip import cmaf
 from wav2lip.errors import NotFound
-from wav2lip.storage import DiskStore
 
-from .cache import RecordStore
+from .refs import Ref
+from .store import RecordStore, Store
 
 ACTIVE = ("starting", "rendering")
+
+
+async def _resolve(value: Ref | bytes | None) -> bytes | None:
+    return await value.get() if isinstance(value, Ref) else value
+
 _SWEEP_EVERY_S = 60.0  #: how often opening a stream also deletes expired ones
 TERMINAL = ("complete", "failed", "cancelled")
 
 
 @serve.deployment(name="StreamRegistry", max_ongoing_requests=1024)
 class StreamRegistry:
-    def __init__(self, data_dir: str, retention_s: float, stale_after_s: float, clock=time.time):
+    def __init__(self, data_dir: str, retention_s: float, stale_after_s: float, memory_bytes: int = 0,
+                 clock=time.time):  # fmt: skip
         root = Path(data_dir) / "streams"
         self.records = RecordStore(root / "state")
-        self.media = DiskStore(root / "media", suffix=".m4s")
+        self.media = Store(root / "media", memory_bytes, suffix=".m4s")  # hot fragments served from memory
         self.retention_s = retention_s
         self.stale_after_s = stale_after_s
         self.clock = clock
@@ -74,9 +80,12 @@ class StreamRegistry:
         record.update(fragments_total=fragments_total, duration_s=duration_s)
         return self._save(record)
 
-    async def publish(self, stream_id: str, index: int, fragment: bytes, duration_s: float,
-                      init: bytes | None = None) -> dict:  # fmt: skip
-        """Append fragment ``index`` (the first carries the init segment); strictly in order."""
+    async def publish(self, stream_id: str, index: int, fragment: Ref | bytes, duration_s: float,
+                      init: Ref | bytes | None = None) -> dict:  # fmt: skip
+        """Append fragment ``index`` (a ``Ref``: fetched from the worker that rendered it); strictly in order.
+
+        The first fragment's init segment is kept; later ones, when given, must match it.
+        """
         record = self._load(stream_id)
         if record["status"] not in ACTIVE:
             raise NotFound(f"stream {stream_id} is {record['status']}; nothing more is published")
@@ -84,10 +93,13 @@ class StreamRegistry:
             return record  # a retried call whose first attempt got through
         if index != record["published"]:
             raise ValueError(f"fragment {index} published out of order (next is {record['published']})")
-        if init is not None:
-            self.media.put(f"{stream_id}-init", init)
-            record["codecs"] = cmaf.codecs(init)
-        self.media.put(f"{stream_id}-{index}", fragment)
+        chunk_init = await _resolve(init)
+        if index == 0 and chunk_init is not None:
+            self.media.put(f"{stream_id}-init", chunk_init)
+            record["codecs"] = cmaf.codecs(chunk_init)
+        elif chunk_init is not None:
+            cmaf.check_compatible(await self._media(stream_id, "init", True), chunk_init)
+        self.media.put(f"{stream_id}-{index}", await _resolve(fragment))
         record["published"] = index + 1
         record["durations"].append(duration_s)
         return self._save(record)
@@ -138,10 +150,10 @@ class StreamRegistry:
         return record
 
     async def init(self, stream_id: str) -> bytes:
-        return self._media(stream_id, "init", self._public(stream_id)["published"] > 0)
+        return await self._media(stream_id, "init", self._public(stream_id)["published"] > 0)
 
     async def fragment(self, stream_id: str, index: int) -> bytes:
-        return self._media(stream_id, str(index), 0 <= index < self._public(stream_id)["published"])
+        return await self._media(stream_id, str(index), 0 <= index < self._public(stream_id)["published"])
 
     async def playlist(self, stream_id: str, timeout_s: float) -> str | None:
         """The HLS playlist, or None while still unplanned after ``timeout_s``: the plan fixes
@@ -158,8 +170,8 @@ class StreamRegistry:
             raise NotFound(f"stream {stream_id} does not exist (or has expired)")
         return {k: v for k, v in record.items() if k != "cancel_requested"}
 
-    def _media(self, stream_id: str, part: str, listed: bool) -> bytes:
-        data = self.media.get(f"{stream_id}-{part}") if listed else None
+    async def _media(self, stream_id: str, part: str, listed: bool) -> bytes:
+        data = await self.media.read(f"{stream_id}-{part}") if listed else None
         if data is None:
             raise NotFound(f"stream {stream_id} has no {part} segment (yet)")
         return data

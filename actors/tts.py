@@ -1,6 +1,6 @@
 """``TTSWorker`` deployment: Piper voices preloaded on CPU, speech cached by text + settings.
 
-The speech cache is the same two-level cache as results (``TieredCache``). ``stream``
+The speech cache is the same store as results (``Store``: object store over disk). ``stream``
 yields one array per sentence so the ingress can start rendering before the whole
 text is spoken; the concatenation is exactly what ``speech`` returns.
 """
@@ -8,7 +8,6 @@ text is spoken; the concatenation is exactly what ``speech`` returns.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import AsyncIterator
@@ -16,17 +15,16 @@ from typing import AsyncIterator
 import numpy as np
 from ray import serve
 
-from wav2lip.storage import content_key
+from wav2lip.keys import speech_key
 from wav2lip.tts import DEFAULT_VOICE, SpeechSynthesizer, list_voices
 
-from .cache import TieredCache
-
+from .store import Store
 
 
 @serve.deployment(name="TTSWorker", max_ongoing_requests=4)
 class TTSWorker:
     def __init__(self, data_dir: str, memory_bytes: int, disk_bytes: int, max_chars: int, preload: str = DEFAULT_VOICE):
-        self.cache = TieredCache(Path(data_dir) / "speech", memory_bytes, disk_bytes, suffix=".f32")
+        self.cache = Store(Path(data_dir) / "speech", memory_bytes, disk_bytes, ".f32")
         self.max_chars = max_chars
         self._voices: dict[str, SpeechSynthesizer] = {}
         self._voice(preload)
@@ -40,24 +38,11 @@ class TTSWorker:
         return [asdict(v) for v in list_voices()]
 
     def _key(self, text: str, voice: str, rate: float) -> str:
-        return content_key("speech", text, self._voice(voice).settings_key(rate))
+        return speech_key(text, self._voice(voice).settings_key(rate))
 
-    def is_cached(self, text: str, voice: str, rate: float) -> bool:
-        self._voice(voice).sentences(text)  # validate first: bad text fails here, not mid-stream
-        return self.cache.get(self._key(text, voice, rate)) is not None
-
-    async def speech(self, text: str, voice: str, rate: float) -> dict:
-        """``{"ref": [ObjectRef to float32 bytes], "seconds", "cached"}`` for the whole text."""
-        synth = self._voice(voice)
-        synth.sentences(text)  # validates (empty, too long) before any cache lookup
-        key = self._key(text, voice, rate)
-        ref = self.cache.get(key)
-        if ref is not None:
-            return {"ref": [ref], "seconds": 0.0, "cached": True}
-        t0 = time.perf_counter()
-        samples = await asyncio.to_thread(synth.synthesize, text, rate)
-        ref = self.cache.put(key, samples.astype(np.float32).tobytes())
-        return {"ref": [ref], "seconds": time.perf_counter() - t0, "cached": False}
+    def validate(self, text: str, voice: str, rate: float) -> None:
+        """Raise what speaking this would raise (empty, too long, unknown voice), before any work."""
+        self._voice(voice).sentences(text)
 
     async def stream(self, text: str, voice: str, rate: float) -> AsyncIterator[np.ndarray]:
         """Per-sentence float32 16 kHz arrays (with the fixed pauses); cached when complete."""
@@ -66,7 +51,7 @@ class TTSWorker:
         key = self._key(text, voice, rate)
         ref = self.cache.get(key)
         if ref is not None:
-            yield np.frombuffer(await ref, np.float32)
+            yield np.frombuffer(await ref.get(), np.float32)
             return
         parts = []
         speech = synth.iter_speech(text, rate)

@@ -1,5 +1,5 @@
-"""Renders that outlive their request: asynchronous jobs, and the cancel watch they share
-with progressive streams.
+"""Renders that outlive their request (jobs and streams): the task set that keeps them,
+and the cancel watch they share.
 
 Such a render runs as a task on the replica that accepted it; its state lives in a
 registry deployment (jobs or streams), which is also where a cancel request made
@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Coroutine
 
 from wav2lip.errors import Wav2LipError
 
 from .errors import error_body, error_code
-from .generation import VideoGenerator
-from .schemas import VideoRequest
 
 log = logging.getLogger("ray.serve")
 
@@ -38,9 +35,9 @@ async def watch(work: asyncio.Task, poll_s: float, cancel_requested) -> tuple[st
         return "cancelled", None
     except Wav2LipError as exc:
         return "failed", error_body(error_code(exc), exc.message)
-    except Exception as exc:  # our bug: recorded on the job or stream, logged here
+    except Exception:  # our bug: logged here, recorded without internals
         log.exception("background render failed")
-        return "failed", error_body("internal_error", str(exc)[:300])
+        return "failed", error_body("internal_error", "the render failed on our side; it was logged")
 
 
 class Background:
@@ -54,31 +51,3 @@ class Background:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
-
-
-class JobRunner:
-    """``POST /v1/videos?async=true``: a render as a job whose state is in the job registry."""
-
-    def __init__(self, gen: VideoGenerator, jobs, background: Background):
-        self.gen = gen
-        self.jobs = jobs
-        self.background = background
-
-    async def submit(self, req: VideoRequest) -> str:
-        """Start ``req`` as a job on this replica; its id."""
-        self.gen.admit()  # a full replica answers 503 now, not a 202 for a job that fails at once
-        job_id = uuid.uuid4().hex
-        await self.jobs.create.remote(job_id)
-        self.background.spawn(self._run(job_id, req))
-        return job_id
-
-    async def _run(self, job_id: str, req: VideoRequest) -> None:
-        render = asyncio.create_task(self.gen.generate(req, job_id))
-        await self.jobs.update.remote(job_id, status="running")
-        outcome, value = await watch(render, self.gen.settings.job_poll_s,
-                                     lambda: self.jobs.cancel_requested.remote(job_id))  # fmt: skip
-        if outcome == "succeeded":
-            await self.jobs.update.remote(job_id, status="succeeded", video_id=value.video_id,
-                                          duration_s=value.duration_s, stats=value.stats.model_dump())  # fmt: skip
-        else:
-            await self.jobs.update.remote(job_id, status=outcome, error=value)

@@ -1,8 +1,10 @@
-"""Cut an output of N frames into chunks (frame ranges) for the worker pool. Pure."""
+"""Cut an output of N frames into chunks (frame ranges) for the worker pool. Pure (no Ray)."""
 
 from __future__ import annotations
 
 import math
+
+from wav2lip.cmaf import aac_frame_at
 
 
 def plan_chunks(
@@ -60,3 +62,57 @@ def plan_stream_chunks(n_frames: int, fps: float, first_frames: int, chunk_durat
     if bounds[-1] != n_frames:
         bounds.append(n_frames)
     return list(zip(bounds[:-1], bounds[1:]))
+
+
+class VideoChunks:
+    """Chunks of a whole video as its speech becomes known: whole ``chunk_duration_s``
+    chunks of the settled frames at once (when pipelining), the rest once all is known."""
+
+    def __init__(self, fps: float, chunk_duration_s: float, parallel: bool, single_chunk_below_s: float,
+                 max_chunks: int, pipelined: bool):  # fmt: skip
+        self.fps, self.chunk_s, self.parallel = fps, chunk_duration_s, parallel
+        self.single_below, self.max_chunks, self.pipelined = single_chunk_below_s, max_chunks, pipelined
+        self.sent = 0
+
+    def _plan(self, stop: int) -> list[tuple[int, int]]:
+        chunks = plan_chunks(stop - self.sent, self.fps, self.chunk_s, self.parallel, self.single_below,
+                             self.max_chunks)  # fmt: skip
+        out = [(self.sent + a, self.sent + b) for a, b in chunks]
+        self.sent = stop
+        return out
+
+    def ready(self, settled_frames: int, aac_frames: int = 0) -> list[tuple[int, int]]:
+        per = max(1, round(self.chunk_s * self.fps))
+        stop = self.sent + (settled_frames - self.sent) // per * per
+        return self._plan(stop) if self.pipelined and stop > self.sent else []
+
+    def rest(self, n_frames: int) -> list[tuple[int, int]]:
+        return self._plan(n_frames) if n_frames > self.sent else []
+
+
+class StreamChunks:
+    """Chunks of a progressive stream as its speech becomes known: a chunk goes once its end
+    is a grid step inside the settled frames and its AAC frames are encoded."""
+
+    def __init__(self, fps: float, first_frames: int, chunk_duration_s: float, grid: int):
+        self.fps, self.first_frames, self.chunk_s, self.grid = fps, first_frames, chunk_duration_s, grid
+        self.first, self.per = stream_chunk_frames(fps, first_frames, chunk_duration_s, grid)
+        self.sent: list[tuple[int, int]] = []
+
+    def ready(self, settled_frames: int, aac_frames: int) -> list[tuple[int, int]]:
+        out = []
+        while True:
+            a = self.sent[-1][1] if self.sent else 0
+            b = a + self.per if self.sent else self.first
+            if b + self.grid > settled_frames or aac_frame_at(b / self.fps) > aac_frames:
+                return out
+            self.sent.append((a, b))
+            out.append((a, b))
+
+    def rest(self, n_frames: int) -> list[tuple[int, int]]:
+        plan = plan_stream_chunks(n_frames, self.fps, self.first_frames, self.chunk_s, self.grid)
+        if plan[: len(self.sent)] != self.sent:
+            raise ValueError(f"stream plan changed under sent chunks: {self.sent} vs {plan[: len(self.sent)]}")
+        out = plan[len(self.sent):]
+        self.sent = plan
+        return out

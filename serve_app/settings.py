@@ -46,8 +46,13 @@ class Settings(BaseSettings):
     target_ongoing_per_worker: float = Field(1.0, gt=0)  #: autoscaling target
     upscale_delay_s: float = Field(5.0, ge=0)  #: sustained load before adding a worker
     downscale_delay_s: float = Field(60.0, ge=0)  #: idle time before removing one
-    service_cpus: float = Field(0.1, gt=0, le=64)  #: logical CPUs of ingress, combiner, registry, cache
+    service_cpus: float = Field(0.1, gt=0, le=64)  #: logical CPUs of ingress, combiner, registries, stores
     combiner_replicas: int = Field(1, ge=1)  #: each muxes whole requests; add more as traffic grows
+
+    # Media (audio decode, mel, a stream's AAC encode): CPU replicas of their own
+    media_replicas: int = Field(1, ge=1)  #: MediaWorker replicas (the minimum when autoscaling)
+    max_media_replicas: int = Field(0, ge=0)  #: autoscaling ceiling; 0 = fixed
+    media_cpus: float = Field(0.1, gt=0, le=64)  #: logical CPUs reserved per MediaWorker replica (its work is short: decode, mel, AAC)
 
     # Requests
     chunk_duration_s: float = Field(3.0, gt=0, le=60)  #: seconds of output per chunk
@@ -71,6 +76,7 @@ class Settings(BaseSettings):
     max_stream_viewers: int = Field(256, ge=1)  #: open live.mp4 responses per ingress replica
     stream_stale_after_s: float = Field(30.0, gt=0)  #: a stream whose renderer is silent this long has failed
     registry_retry_s: float = Field(30.0, ge=0)  #: how long stream-registry calls are retried while its replica restarts
+    stream_memory_bytes: int = Field(64 * 1024 * 1024, ge=0)  #: fragments the stream registry serves from memory
 
     # Text to speech
     agents_file: Path = Path("agents.yaml")  #: agent personas (avatar, voice, rate, preset)
@@ -102,6 +108,7 @@ class Settings(BaseSettings):
     result_memory_bytes: int = Field(256 * 1024 * 1024, ge=0)  #: object-store LRU budget
     result_disk_bytes: int = Field(2 * 1024**3, ge=0)  #: disk LRU budget (0 = unbounded)
     avatar_memory_items: int = Field(32, ge=1)  #: prepared avatars held in the object store
+    avatar_disk_bytes: int = Field(2 * 1024**3, ge=0)  #: disk budget of uploads and prepared avatars, each (0 = unbounded)
 
     @model_validator(mode="after")
     def _check(self):

@@ -4,7 +4,7 @@ Hard imports are numpy, torch and OpenCV (plus the ffmpeg binary); TTS imports
 Piper lazily.
 """
 
-from .audio import frame_count, load_audio, mel_windows, melspectrogram, official_frame_count, window_starts
+from .audio import final_frames, frame_count, load_audio, mel_windows, melspectrogram, official_frame_count, window_starts
 from .avatar import DEFAULT_AVATAR_ID, DEFAULT_AVATAR_PATH, Avatar, avatar_key, prepare_avatar
 from .checkpoint import (
     CHECKPOINT_NAMES,
@@ -34,14 +34,14 @@ from .model import Wav2Lip
 from .options import PRESETS, AvatarOptions, EncodeOptions, RenderOptions, preset
 from .pipeline import RenderResult, lip_sync, load_generator, output_fps, render_segment
 from .render import Renderer
-from .storage import DiskStore, atomic_write, content_key
+from .keys import KEY_VERSION, content_key
 
 __all__ = [
     "AudioDecodeError", "Avatar", "AvatarOptions", "CHECKPOINT_NAMES", "CheckpointError", "DEFAULT_AVATAR_ID",
-    "DEFAULT_AVATAR_PATH", "DiskStore", "EmptyText", "EncodeError", "EncodeOptions", "InputError", "InputTooLarge",
+    "DEFAULT_AVATAR_PATH", "EmptyText", "EncodeError", "EncodeOptions", "InputError", "InputTooLarge",
     "InvalidSettings", "MediaDecodeError", "NoFaceDetected", "NotFound", "PRESETS", "RenderError", "RenderOptions",
-    "RenderResult", "Renderer", "SegmentEncoder", "UnsupportedMedia", "Wav2Lip", "Wav2LipError", "atomic_write",
-    "avatar_key", "combine_segments", "content_key", "file_sha256", "find_checkpoint", "frame_count", "lip_sync",
+    "RenderResult", "Renderer", "SegmentEncoder", "UnsupportedMedia", "Wav2Lip", "Wav2LipError", "KEY_VERSION",
+    "avatar_key", "combine_segments", "content_key", "file_sha256", "final_frames", "find_checkpoint", "frame_count", "lip_sync",
     "load_audio", "load_checkpoint", "load_generator", "mel_windows", "melspectrogram", "official_frame_count",
     "output_fps", "prepare_avatar", "preset", "random_state_dict", "read_frames", "render_segment",
     "save_official_checkpoint", "window_starts",

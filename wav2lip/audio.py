@@ -173,6 +173,17 @@ def official_frame_count(n_mel_frames: int, fps: float) -> int:
     return n + 1
 
 
+def final_frames(known_samples: int, fps: float) -> int:
+    """Frames whose mel windows are final once ``known_samples`` of the speech are known.
+
+    A mel column is final once every sample it sees (n_fft/2 either side) is known, so a
+    frame whose 16-column window lies in final columns renders exactly as it would from
+    the whole audio; the official tail frame waits for the end.
+    """
+    final_cols = (known_samples - N_FFT // 2) // HOP_LENGTH + 1
+    return official_frame_count(final_cols, fps) - 1 if final_cols >= MEL_STEP else 0
+
+
 def window_starts(n_mel_frames: int, fps: float, start: int, stop: int) -> np.ndarray:
     """(stop - start,) int64 first mel column of each output frame in [start, stop).
 

@@ -21,7 +21,7 @@ from .errors import InputTooLarge, MediaDecodeError, NoFaceDetected, Unsupported
 from .face import detect_faces, pad_boxes, smooth_boxes
 from .hparams import IMG_SIZE
 from .options import AvatarOptions
-from .storage import content_key
+from .keys import avatar_key
 
 DEFAULT_AVATAR_PATH = Path(__file__).parent / "assets" / "default_avatar.png"
 DEFAULT_AVATAR_ID = "default"
@@ -106,11 +106,6 @@ class Avatar:
             "face_box": [int(v) for v in self.boxes[0]],
             "kind": "image" if self.fps is None else "video",
         }
-
-
-def avatar_key(media: bytes, options: AvatarOptions) -> str:
-    """Content id of an avatar: media bytes + preparation settings."""
-    return content_key(media, asdict(options), _PREP_VERSION)
 
 
 def _decode_image(data: bytes) -> np.ndarray | None:

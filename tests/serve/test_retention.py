@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from actors.results import ResultCache
+from actors.results import ResultStore
 from serve_app.settings import RenderSettings, Settings
 from wav2lip.errors import Expired
 
@@ -29,7 +29,7 @@ def test_expiry_and_eviction_order_with_an_injected_clock(ray_cluster, tmp_path)
     """Unit level (the deployment's class in this process): no sleeping for hours."""
     clock = FakeClock()
     video = b"\0\0\0\x18ftypmp42" + bytes(10_000)
-    cache = ResultCache.func_or_class(str(tmp_path), 1 << 20, 25_000, retention_s=3600, clock=clock)
+    cache = ResultStore.func_or_class(str(tmp_path), 1 << 20, 25_000, retention_s=3600, clock=clock)
     run = asyncio.run
     run(cache.put("a" * 64, video, {"chunks": 1}))
     clock.now += 1800

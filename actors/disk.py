@@ -1,4 +1,4 @@
-"""Content-hash keys and the one disk store every cache uses.
+"""The checksummed disk store under every cache (keys are built in ``wav2lip.keys``).
 
 Entries are written to a temporary name and renamed (a reader never sees half a
 file), carry a sha256 of their payload that is checked on every read (a corrupt
@@ -11,7 +11,6 @@ answering without its cache.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -24,21 +23,6 @@ log = logging.getLogger(__name__)
 _MAGIC = b"W2LC1"
 _DIGEST = 32
 _KEY_RE = re.compile(r"^[0-9a-z_\-]{1,128}$")
-
-
-def content_key(*parts: bytes | str | dict | list | float | int | None) -> str:
-    """Hex sha256 over ``parts``, each length-prefixed so boundaries cannot collide."""
-    digest = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, str):
-            data = part.encode()
-        elif isinstance(part, (bytes, bytearray, memoryview)):
-            data = bytes(part)
-        else:
-            data = json.dumps(part, sort_keys=True, default=str).encode()
-        digest.update(len(data).to_bytes(8, "little"))
-        digest.update(data)
-    return digest.hexdigest()
 
 
 def atomic_write(path: str | Path, data: bytes) -> None:

@@ -1,0 +1,88 @@
+"""``MediaWorker`` deployment: speech in, what the lip-sync workers need out.
+
+Decoding uploads (FFmpeg), mel spectrograms and a stream's AAC encode happen here, on
+CPU replicas of their own, never in the HTTP front door. ``speech`` yields what is
+known of a request's speech as it becomes known: an upload at once, text sentence by
+sentence from the TTS deployment. Arrays go into the object store; the caller gets
+``SpeechUpdate`` records holding ``Ref``s, which it hands on to the workers unread.
+
+Where this work lives was measured (``python -m bench ingress``, docs/scaling.md):
+decode + mel once per request here is cheaper than per chunk in every worker, and the
+AAC of a stream must be one encode (cut between frames) to have no seams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import AsyncIterator
+
+import numpy as np
+from ray import serve
+
+from wav2lip import cmaf
+from wav2lip.audio import final_frames, load_audio, melspectrogram
+from wav2lip.keys import digest
+
+from .records import SpeechUpdate
+from .refs import Ref
+
+_AAC_CATCH_UP_S = 2.0  #: the AAC encoder runs a few frames behind what it was fed; wait this long at most
+
+
+@serve.deployment(name="MediaWorker", max_ongoing_requests=16)
+class MediaWorker:
+    def __init__(self, tts, max_audio_s: float):
+        self.tts = tts
+        self.max_audio_s = max_audio_s
+
+    async def speech(self, audio: bytes | None, text: str | None, voice: str | None, rate: float | None,
+                     fps: float, aac_bitrate: str | None = None) -> AsyncIterator[SpeechUpdate]:  # fmt: skip
+        """Updates as the speech becomes known; the last one is ``final``.
+
+        ``aac_bitrate``: also encode the audio to AAC (streams); an update then only
+        claims the AAC frames the encoder has caught up with.
+        """
+        seconds: dict[str, float] = {}
+        aac = cmaf.AacEncoder(aac_bitrate) if aac_bitrate else None
+        try:
+            parts: list[np.ndarray] = []
+            async for part in self._parts(audio, text, voice, rate, seconds):
+                parts.append(part)
+                if aac is not None:
+                    await asyncio.to_thread(aac.feed, part)
+                if audio is None:  # text: say what is settled so far (the upload's one part is final)
+                    known = sum(len(p) for p in parts)
+                    yield await self._update(np.concatenate(parts), aac, fps, final_frames(known, fps), seconds)
+            samples = np.concatenate(parts)
+            if aac is not None:
+                await asyncio.to_thread(aac.close)
+            update = await self._update(samples, aac, fps, None, seconds)
+            yield SpeechUpdate(update.known_samples, update.mel, True, update.aac, update.aac_frames,
+                               Ref.put(samples), digest(samples.tobytes()), seconds=dict(seconds))  # fmt: skip
+        finally:
+            if aac is not None:
+                await asyncio.to_thread(aac.abort)
+
+    async def _parts(self, audio, text, voice, rate, seconds: dict) -> AsyncIterator[np.ndarray]:
+        t = time.perf_counter()
+        if audio is not None:
+            yield await asyncio.to_thread(load_audio, audio, self.max_audio_s)
+            seconds["decode"] = time.perf_counter() - t
+            return
+        async for part in self.tts.options(stream=True).stream.remote(text, voice, rate):
+            yield part
+        seconds["tts"] = time.perf_counter() - t
+
+    @staticmethod
+    async def _update(samples: np.ndarray, aac, fps: float, safe_frames: int | None, seconds: dict) -> SpeechUpdate:
+        t = time.perf_counter()
+        mel = await asyncio.to_thread(melspectrogram, samples)
+        seconds["mel"] = seconds.get("mel", 0.0) + time.perf_counter() - t
+        frames = []
+        if aac is not None:
+            if safe_frames is not None:  # the frames a chunk ending at the settled video needs
+                await asyncio.to_thread(aac.wait_for, cmaf.aac_frame_at(safe_frames / fps), _AAC_CATCH_UP_S)
+            frames = aac.frames()
+        return SpeechUpdate(len(samples), Ref.put(mel), aac=Ref.put(frames) if aac is not None else None,
+                            aac_frames=len(frames) if aac is not None else 0, seconds=dict(seconds))  # fmt: skip
