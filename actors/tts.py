@@ -44,6 +44,11 @@ class TTSWorker:
         """Raise what speaking this would raise (empty, too long, unknown voice), before any work."""
         self._voice(voice).sentences(text)
 
+    def is_cached(self, text: str, voice: str, rate: float) -> bool:
+        """Whether this speech is stored (checked after ``validate``): then it arrives as one piece."""
+        self.validate(text, voice, rate)
+        return self.cache.contains(self._key(text, voice, rate))
+
     async def stream(self, text: str, voice: str, rate: float) -> AsyncIterator[np.ndarray]:
         """Per-sentence float32 16 kHz arrays (with the fixed pauses); cached when complete."""
         synth = self._voice(voice)

@@ -31,6 +31,7 @@ log = logging.getLogger("ray.serve")
 _INFO_TTL_S = 30.0  #: how long what the workers render with is trusted before asking again
 
 Progress = Callable[[int, int], Awaitable[None]]  #: (frames done, frames planned)
+Planned = Callable[[int, int], Awaitable[None]]  #: (frames, chunks) once the whole speech is known
 
 
 class ChunkDispatcher:
@@ -157,10 +158,16 @@ class Dispatch:
                 await self.send(a, b, update, aac_frame_at(b / fps))
         raise RuntimeError("the speech ended without a final update")
 
-    async def finish(self, final: SpeechUpdate, planner) -> int:
-        """Send the chunks left once the whole speech is known; the render's frame count."""
+    async def finish(self, final: SpeechUpdate, planner, planned: Planned | None = None) -> int:
+        """Send the chunks left once the whole speech is known; the render's frame count.
+
+        ``planned(n_frames, n_chunks)`` hears the whole plan before the rest is sent.
+        """
         n_frames = frame_count(final.known_samples, self.spec.fps)
-        for a, b in planner.rest(n_frames):
+        rest = planner.rest(n_frames)
+        if planned is not None:
+            await planned(n_frames, len(self.jobs) + len(rest))
+        for a, b in rest:
             await self.send(a, b, final, aac_frame_at(b / self.spec.fps) if b < n_frames else final.aac_frames)
         return n_frames
 

@@ -125,9 +125,11 @@ class StreamFlow:
         async def produce() -> tuple[int, dict]:
             try:
                 final = await dispatch.feed(updates, planner)
-                n_frames = await dispatch.finish(final, planner)
-                await self.registry.plan.remote(stream_id, len(planner.sent), n_frames / spec.fps)
-                return n_frames, final.seconds
+
+                async def planned(n_frames: int, chunks: int) -> None:
+                    await self.registry.plan.remote(stream_id, chunks, n_frames / spec.fps)
+
+                return await dispatch.finish(final, planner, planned), final.seconds
             finally:
                 dispatch.close()  # the publisher stops after the last chunk; an error surfaces when it awaits us
 
