@@ -1,4 +1,5 @@
-"""The deployment graph as one named record, handed to the ingress by ``build_app``."""
+"""The deployment graph as one named record (``build_app`` hands it to the ingress), and
+what every flow of the ingress shares."""
 
 from __future__ import annotations
 

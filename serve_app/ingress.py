@@ -21,6 +21,7 @@ from .agents import load_personas
 from .background import Background
 from .dispatch import ChunkDispatcher
 from .errors import STATUS, NotReady, RenderFailed
+from .flow import FlowContext
 from .forms import AVATAR_TYPES, read_upload, video_form
 from .handles import Handles
 from .http import Edge, EdgeConfig, install_error_handlers, ranged_response
@@ -95,12 +96,14 @@ class Ingress:
         self.h = handles
         self.personas = load_personas(settings.agents_file)
         metrics = ServiceMetrics()
-        admission = Admission(settings.max_pending_requests, settings.retry_after_s, metrics)
         self.dispatcher = ChunkDispatcher(handles.worker, settings)
+        ctx = FlowContext(settings, handles, self.dispatcher,
+                          Admission(settings.max_pending_requests, settings.retry_after_s, metrics), metrics,
+                          self.personas)  # fmt: skip
         background = Background()
-        self.videos = VideoFlow(settings, handles, self.dispatcher, admission, metrics, self.personas)
-        self.jobs = JobFlow(settings, self.videos, handles.jobs, admission, background)
-        self.streams = StreamFlow(settings, handles, self.dispatcher, admission, metrics, self.personas, background)
+        self.videos = VideoFlow(ctx)
+        self.jobs = JobFlow(ctx, self.videos, background)
+        self.streams = StreamFlow(ctx, background)
         self.registry = self.streams.registry  # the stream registry, its calls retried while it restarts
 
     # ---- Python handle API (same models as HTTP) -------------------------------------

@@ -5,19 +5,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from .admission import Admission
 from .background import Background, watch
+from .flow import FlowContext
 from .schemas import JobStatus, VideoRequest
-from .settings import Settings
 from .videos import VideoFlow
 
 
 class JobFlow:
-    def __init__(self, settings: Settings, videos: VideoFlow, jobs, admission: Admission, background: Background):
-        self.settings = settings
+    def __init__(self, ctx: FlowContext, videos: VideoFlow, background: Background):
+        self.settings = ctx.settings
+        self.jobs = ctx.handles.jobs  #: the JobRegistry
+        self.admission = ctx.admission
         self.videos = videos
-        self.jobs = jobs
-        self.admission = admission
         self.background = background
 
     async def submit(self, req: VideoRequest) -> str:

@@ -20,18 +20,15 @@ from ray.exceptions import ObjectLostError, RayTaskError
 from wav2lip import cmaf
 from wav2lip.keys import request_key
 
-from .admission import Admission, Slot
-from .agents import Personas
+from .admission import Slot
 from .background import Background, watch
-from .dispatch import ChunkDispatcher, Dispatch
-from .handles import Handles
-from .metrics import ServiceMetrics
+from .dispatch import Dispatch
+from .flow import FlowContext
 from .planner import StreamChunks
 from .render_spec import RenderSpec, resolve
 from .responses import video_response
 from .retrying import RetryingHandle
 from .schemas import StreamStatus, VideoRequest
-from .settings import Settings
 from .videos import renderer_identity
 
 log = logging.getLogger("ray.serve")
@@ -44,17 +41,12 @@ def stream_status(record: dict) -> StreamStatus:
 
 
 class StreamFlow:
-    def __init__(self, settings: Settings, handles: Handles, dispatcher: ChunkDispatcher, admission: Admission,
-                 metrics: ServiceMetrics, personas: Personas, background: Background):  # fmt: skip
-        self.settings = settings
-        self.h = handles
-        self.dispatcher = dispatcher
-        self.admission = admission
-        self.metrics = metrics
-        self.personas = personas
+    def __init__(self, ctx: FlowContext, background: Background):
+        self.settings, self.h, self.dispatcher = ctx.settings, ctx.handles, ctx.dispatcher
+        self.admission, self.metrics, self.personas = ctx.admission, ctx.metrics, ctx.personas
         self.background = background
         # ``open`` is not retried (a lost reply would look like someone else's stream); the rest is idempotent.
-        self.registry = RetryingHandle(handles.streams, settings.registry_retry_s)
+        self.registry = RetryingHandle(ctx.handles.streams, ctx.settings.registry_retry_s)
 
     async def open(self, req: VideoRequest) -> dict:
         """The stream's record; an identical stream already running or done is shared, not re-rendered."""

@@ -18,17 +18,14 @@ from actors.records import CombineJob, SegmentsLost, SpeechUpdate
 from wav2lip.errors import Expired, NotFound, Wav2LipError
 from wav2lip.keys import request_key, result_key
 
-from .admission import Admission, Slot
-from .agents import Personas
-from .dispatch import ChunkDispatcher, Dispatch, Progress
+from .admission import Slot
+from .dispatch import Dispatch, Progress
 from .errors import RenderFailed
-from .handles import Handles
-from .metrics import ServiceMetrics
+from .flow import FlowContext
 from .planner import VideoChunks
 from .render_spec import RenderSpec, resolve
 from .responses import video_response
 from .schemas import VideoRequest, VideoResponse
-from .settings import Settings
 
 log = logging.getLogger("ray.serve")
 
@@ -39,14 +36,9 @@ def renderer_identity(info: dict) -> dict:
 
 
 class VideoFlow:
-    def __init__(self, settings: Settings, handles: Handles, dispatcher: ChunkDispatcher, admission: Admission,
-                 metrics: ServiceMetrics, personas: Personas):  # fmt: skip
-        self.settings = settings
-        self.h = handles
-        self.dispatcher = dispatcher
-        self.admission = admission
-        self.metrics = metrics
-        self.personas = personas
+    def __init__(self, ctx: FlowContext):
+        self.settings, self.h, self.dispatcher = ctx.settings, ctx.handles, ctx.dispatcher
+        self.admission, self.metrics, self.personas = ctx.admission, ctx.metrics, ctx.personas
         self._inflight: dict[str, asyncio.Future] = {}  #: result key -> (n_frames, chunks) once done
 
     async def generate(self, req: VideoRequest, progress: Progress | None = None, slot: Slot | None = None) -> VideoResponse:
