@@ -100,6 +100,26 @@ class CombineJob:
     alias: str | None = None
 
 
+@dataclass
+class JobRecord:
+    """An asynchronous render's state in the job registry (the API's ``JobStatus`` is built from it)."""
+
+    job_id: str
+    status: str = "queued"  #: queued, running, succeeded, failed, cancelled
+    progress: float = 0.0
+    frames_done: int = 0
+    frames_total: int = 0
+    eta_s: float | None = None
+    video_id: str | None = None
+    duration_s: float | None = None
+    stats: dict | None = None
+    error: dict | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    updated_at: float = 0.0
+    cancel_requested: bool = False
+
+
 class SegmentsLost(Exception):
     """Rendered segments vanished with the worker replica that held them; render them again."""
 

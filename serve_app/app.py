@@ -18,7 +18,7 @@ from actors.streams import StreamRegistry
 from actors.tts import TTSWorker
 from wav2lip.errors import InvalidSettings
 
-from .agents import load_personas
+from .personas import load_personas
 from .handles import Handles
 from .ingress import Ingress
 from .settings import Settings

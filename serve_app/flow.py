@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .admission import Admission
-from .agents import Personas
+from .personas import Personas
 from .dispatch import ChunkDispatcher
 from .handles import Handles
 from .metrics import ServiceMetrics

@@ -17,7 +17,7 @@ from wav2lip.avatar import DEFAULT_AVATAR_ID
 from wav2lip.options import AvatarOptions
 
 from .admission import Admission
-from .agents import load_personas
+from .personas import load_personas
 from .background import Background
 from .dispatch import ChunkDispatcher
 from .errors import STATUS, NotReady, RenderFailed

@@ -34,8 +34,8 @@ class JobFlow:
 
     async def status(self, job_id: str) -> JobStatus:
         job = await self.jobs.get.remote(job_id)
-        url = f"/v1/videos/{job['video_id']}" if job.get("video_id") else None
-        return JobStatus(**{k: job.get(k) for k in JobStatus.model_fields if k != "url"}, url=url)
+        url = f"/v1/videos/{job.video_id}" if job.video_id else None
+        return JobStatus(**{k: getattr(job, k) for k in JobStatus.model_fields if k != "url"}, url=url)
 
     async def cancel(self, job_id: str) -> JobStatus:
         await self.jobs.cancel.remote(job_id)

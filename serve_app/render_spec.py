@@ -13,7 +13,7 @@ from wav2lip.errors import InputError, InvalidSettings
 from wav2lip.keys import digest
 from wav2lip.options import AvatarOptions, EncodeOptions, preset
 
-from .agents import Personas
+from .personas import Personas
 from .schemas import VideoRequest
 from .settings import Settings
 

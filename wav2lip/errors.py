@@ -99,7 +99,7 @@ class CheckpointError(Wav2LipError):
 class RenderError(Wav2LipError):
     """The model or renderer failed on valid input (our bug or the device's)."""
 
-    code = "render_failed"
+    code = "model_failed"
 
 
 class EncodeError(Wav2LipError):
