@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from typing import AsyncIterator
 
 import numpy as np
@@ -30,11 +31,35 @@ from .refs import Ref
 _AAC_CATCH_UP_S = 2.0  #: the AAC encoder runs a few frames behind what it was fed; wait this long at most
 
 
+class KeepAlive:
+    """Holds the refs this replica put for a while, oldest dropped first past a byte budget.
+
+    The arrays travel inside streamed ``SpeechUpdate``s; Ray's reference counting does not
+    always count the callers that borrow a ref nested in a streamed item, so the owner
+    keeps its own reference until the workers have surely fetched them.
+    """
+
+    def __init__(self, keep_s: float, max_bytes: int, clock=time.monotonic):
+        self.keep_s, self.max_bytes, self.clock = keep_s, max_bytes, clock
+        self._held: deque[tuple[float, int, Ref]] = deque()
+        self._bytes = 0
+
+    def put(self, value, nbytes: int) -> Ref:
+        ref = Ref.put(value)
+        now = self.clock()
+        self._held.append((now + self.keep_s, nbytes, ref))
+        self._bytes += nbytes
+        while self._held and (self._held[0][0] <= now or self._bytes > self.max_bytes):
+            self._bytes -= self._held.popleft()[1]
+        return ref
+
+
 @serve.deployment(name="MediaWorker", max_ongoing_requests=16)
 class MediaWorker:
-    def __init__(self, tts, max_audio_s: float):
+    def __init__(self, tts, max_audio_s: float, keep_s: float, keep_bytes: int):
         self.tts = tts
         self.max_audio_s = max_audio_s
+        self.kept = KeepAlive(keep_s, keep_bytes)
 
     async def speech(self, audio: bytes | None, text: str | None, voice: str | None, rate: float | None,
                      fps: float, aac_bitrate: str | None = None) -> AsyncIterator[SpeechUpdate]:  # fmt: skip
@@ -59,7 +84,8 @@ class MediaWorker:
                 await asyncio.to_thread(aac.close)
             update = await self._update(samples, aac, fps, None, seconds)
             yield SpeechUpdate(update.known_samples, update.mel, True, update.aac, update.aac_frames,
-                               Ref.put(samples), digest(samples.tobytes()), seconds=dict(seconds))  # fmt: skip
+                               self.kept.put(samples, samples.nbytes), digest(samples.tobytes()),
+                               seconds=dict(seconds))  # fmt: skip
         finally:
             if aac is not None:
                 await asyncio.to_thread(aac.abort)
@@ -74,8 +100,7 @@ class MediaWorker:
             yield part
         seconds["tts"] = time.perf_counter() - t
 
-    @staticmethod
-    async def _update(samples: np.ndarray, aac, fps: float, safe_frames: int | None, seconds: dict) -> SpeechUpdate:
+    async def _update(self, samples: np.ndarray, aac, fps: float, safe_frames: int | None, seconds: dict) -> SpeechUpdate:
         t = time.perf_counter()
         mel = await asyncio.to_thread(melspectrogram, samples)
         seconds["mel"] = seconds.get("mel", 0.0) + time.perf_counter() - t
@@ -84,5 +109,6 @@ class MediaWorker:
             if safe_frames is not None:  # the frames a chunk ending at the settled video needs
                 await asyncio.to_thread(aac.wait_for, cmaf.aac_frame_at(safe_frames / fps), _AAC_CATCH_UP_S)
             frames = aac.frames()
-        return SpeechUpdate(len(samples), Ref.put(mel), aac=Ref.put(frames) if aac is not None else None,
-                            aac_frames=len(frames) if aac is not None else 0, seconds=dict(seconds))  # fmt: skip
+        aac_ref = self.kept.put(frames, sum(map(len, frames))) if aac is not None else None
+        return SpeechUpdate(len(samples), self.kept.put(mel, mel.nbytes), aac=aac_ref, aac_frames=len(frames),
+                            seconds=dict(seconds))  # fmt: skip

@@ -48,10 +48,24 @@ class StreamRegistry:
         self._started_at = clock()  #: renderers could not check in while this replica was being replaced
 
     # ---- lifecycle (the rendering replica) ---------------------------------------------
-    async def open(self, stream_id: str) -> dict:
-        """``{"record", "attached"}``: an active or complete stream is shared; else a new one starts."""
+    async def open(self, stream_id: str, wait_s: float = 0.0) -> dict:
+        """``{"record", "attached"}``: an admitted or finished stream is shared; else a new one starts.
+
+        A stream still being validated by its opener is waited for (up to ``wait_s``): an
+        identical request must not get a 201 for a request that turns out invalid.
+        """
         self._sweep()
         record = self._fresh(stream_id)
+        deadline = time.monotonic() + wait_s
+        while record is not None and record["status"] == "starting" and not record.get("admitted"):
+            if time.monotonic() >= deadline:
+                return {"record": record, "attached": True}
+            event = self._changed.setdefault(stream_id, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                pass
+            record = self._fresh(stream_id)
         if record is not None and record["status"] not in ("failed", "cancelled"):
             return {"record": record, "attached": True}
         self._forget(stream_id)
@@ -61,6 +75,12 @@ class StreamRegistry:
                   "created_at": now, "updated_at": now, "expires_at": now + self.retention_s,
                   "cancel_requested": False}  # fmt: skip
         return {"record": self._save(record), "attached": False}
+
+    async def admit(self, stream_id: str) -> dict:
+        """The opener validated the request: identical requests may attach from now on."""
+        record = self._load(stream_id)
+        record["admitted"] = True
+        return self._save(record)
 
     async def discard(self, stream_id: str) -> None:
         """Drop a stream whose request turned out invalid before anything was published."""

@@ -73,7 +73,7 @@ def build_app(args: dict | Settings | None = None) -> Application:
         data, settings.speech_memory_bytes, settings.speech_disk_bytes, settings.tts_max_chars)  # fmt: skip
     media = MediaWorker.options(ray_actor_options={"num_cpus": settings.media_cpus, **env},
                                 **_scaling(settings.media_replicas, settings.max_media_replicas)).bind(
-        tts, settings.max_audio_s)  # fmt: skip
+        tts, settings.max_audio_s, settings.media_keep_s, settings.media_keep_bytes)  # fmt: skip
     results = ResultStore.options(ray_actor_options=small).bind(
         data, settings.result_memory_bytes, settings.result_disk_bytes, settings.retention_s)
     streams = StreamRegistry.options(ray_actor_options=small).bind(

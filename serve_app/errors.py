@@ -46,9 +46,16 @@ class RenderFailed(Wav2LipError):
     code = "render_failed"
 
 
+class UploadTimedOut(InputError):
+    """The request body did not arrive within ``upload_timeout_s`` (a slow or stalled client)."""
+
+    code = "upload_timeout"
+
+
 #: The status table (also in the README). 500 only for our own bugs.
 STATUS: dict[type[Wav2LipError], int] = {
     InputError: 400,
+    UploadTimedOut: 408,
     NotFound: 404,
     Expired: 410,
     InputTooLarge: 413,

@@ -3,7 +3,9 @@
 No ``from __future__ import annotations``: FastAPI reads these signatures at run time.
 """
 
-from fastapi import File, Form, UploadFile
+import inspect
+
+from fastapi import File, Form, Request, UploadFile
 from pydantic import ValidationError
 
 from wav2lip.errors import InvalidSettings, UnsupportedMedia
@@ -35,6 +37,7 @@ async def read_upload(upload: UploadFile | None, kinds: tuple[str, ...], what: s
 
 
 async def video_form(
+    request: Request,
     audio: UploadFile | None = File(None, description="speech: wav, mp3, m4a, ogg, flac"),
     avatar: UploadFile | None = File(None, description="face image or video, instead of avatar_id"),
     avatar_id: str = Form("default", pattern=AVATAR_ID_PATTERN),
@@ -51,7 +54,16 @@ async def video_form(
     nosmooth: bool = Form(False),
     loop: str = Form("pingpong"),
 ) -> VideoRequest:
-    """The multipart form of ``/v1/videos`` and ``/v1/streams`` as one ``VideoRequest``."""
+    """The multipart form of ``/v1/videos`` and ``/v1/streams`` as one ``VideoRequest``.
+
+    A field the form does not know (a misspelling, ``async`` on a stream) is refused, so
+    that a different request than the one meant never runs.
+    """
+    extra = ("async",) if request.url.path == "/v1/videos" else ()
+    unknown = sorted(set((await request.form()).keys()) - FORM_FIELDS - set(extra))
+    if unknown:
+        raise InvalidSettings(f"unknown form field(s) {', '.join(map(repr, unknown))}; "
+                              f"known: {', '.join(sorted(FORM_FIELDS | set(extra)))}")  # fmt: skip
     audio_bytes = await read_upload(audio, AUDIO_TYPES, "the audio")
     avatar_bytes = await read_upload(avatar, AVATAR_TYPES, "the avatar")
     return _request_from_form(
@@ -60,3 +72,12 @@ async def video_form(
         chunk_duration=chunk_duration, enable_parallel=enable_parallel, pads=pads, box=box, nosmooth=nosmooth,
         loop=loop,
     )  # fmt: skip
+
+
+async def async_field(run_async: bool = Form(False, alias="async", description="answer 202 with a job id at once")) -> bool:
+    """``async`` sent as a form field of ``/v1/videos`` (as well as in the query)."""
+    return run_async
+
+
+#: The form fields ``video_form`` reads.
+FORM_FIELDS = frozenset(inspect.signature(video_form).parameters) - {"request"}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+import time
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from wav2lip.errors import InputTooLarge, Wav2LipError
 
-from .errors import Overloaded, error_body, error_code, status_for
+from .errors import Overloaded, UploadTimedOut, error_body, error_code, status_for
 
 log = logging.getLogger("ray.serve")
 
@@ -64,10 +66,14 @@ def install_error_handlers(app: FastAPI) -> None:
 class EdgeConfig:
     """What the edge middleware enforces; set from the settings when a replica starts."""
 
-    def __init__(self, max_bytes: int = 50 * 1024 * 1024, api_key: str | None = None, cors_origins=()):
+    def __init__(self, max_bytes: int = 50 * 1024 * 1024, api_key: str | None = None, cors_origins=(),
+                 upload_timeout_s: float = 60.0, max_uploads: int = 64, retry_after_s: int = 2):  # fmt: skip
         self.max_bytes = max_bytes
         self.api_key = api_key
         self.cors_origins = list(cors_origins)
+        self.upload_timeout_s = upload_timeout_s  #: the whole body must arrive within this
+        self.max_uploads = max_uploads  #: bodies being received at once; more are refused (503)
+        self.retry_after_s = retry_after_s
 
 
 #: Routes open without an API key: health probes, and the demo page (static; its API
@@ -79,7 +85,10 @@ class Edge:
     """ASGI middleware at the front of the app: API key, CORS, and the upload limit.
 
     The limit is checked from Content-Length and again while the body arrives, so an
-    oversized upload is refused without being read into memory. Starlette freezes its
+    oversized upload is refused without being read into memory. Slow clients are bounded
+    twice: a body must arrive within ``upload_timeout_s`` (else 408), and at most
+    ``max_uploads`` bodies are received at once (else 503 at once), so uploads trickling
+    in cannot take every request slot of the replica (health checks and reads go on). Starlette freezes its
     middleware once serving starts, so this one is installed at import and reads its
     ``EdgeConfig`` per request; CORS (Starlette's own middleware) is composed lazily.
     """
@@ -88,6 +97,7 @@ class Edge:
         self.app = app
         self.config = config
         self._cors = None
+        self.uploading = 0  #: request bodies being received now
 
     @property
     def max_bytes(self) -> int:
@@ -116,18 +126,46 @@ class Edge:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await _send_json(send, 413, "input_too_large",
                                     f"the upload is {int(declared)} bytes; the limit is {self.max_bytes} bytes")  # fmt: skip
+        has_body = (declared not in (None, b"0")) or b"chunked" in headers.get(b"transfer-encoding", b"")
+        if has_body and self.uploading >= self.config.max_uploads:
+            return await _send_json(send, 503, "overloaded", f"{self.uploading} uploads are arriving; retry shortly",
+                                    [(b"retry-after", str(self.config.retry_after_s).encode())])  # fmt: skip
         seen = 0
+        receiving = has_body
+        deadline = time.monotonic() + self.config.upload_timeout_s
+        if receiving:
+            self.uploading += 1
+
+        def done_receiving() -> None:
+            nonlocal receiving
+            if receiving:
+                receiving = False
+                self.uploading -= 1
 
         async def counting_receive():
             nonlocal seen
-            message = await receive()
+            if not receiving:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                done_receiving()
+                raise UploadTimedOut(f"the upload did not arrive within {self.config.upload_timeout_s:g} s") from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    done_receiving()
                     raise UploadTooLarge(f"the upload is over the limit of {self.max_bytes} bytes")
+                if not message.get("more_body", False):
+                    done_receiving()
+            else:
+                done_receiving()
             return message
 
-        await self._inner()(scope, counting_receive, send)
+        try:
+            await self._inner()(scope, counting_receive, send)
+        finally:
+            done_receiving()
 
 
 async def _send_json(send, status: int, code: str, message: str, extra_headers=()):

@@ -22,7 +22,7 @@ from .background import Background
 from .dispatch import ChunkDispatcher
 from .errors import STATUS, NotReady, RenderFailed
 from .flow import FlowContext
-from .forms import AVATAR_TYPES, read_upload, video_form
+from .forms import AVATAR_TYPES, async_field, read_upload, video_form
 from .handles import Handles
 from .http import Edge, EdgeConfig, install_error_handlers, ranged_response
 from .jobs import JobFlow
@@ -92,6 +92,8 @@ def _running_workers(settings: Settings) -> int:
 class Ingress:
     def __init__(self, settings: Settings, handles: Handles):
         edge.max_bytes, edge.api_key, edge.cors_origins = settings.max_upload_bytes, settings.api_key, settings.cors_origins
+        edge.upload_timeout_s, edge.max_uploads = settings.upload_timeout_s, settings.max_uploads
+        edge.retry_after_s = settings.retry_after_s
         self.settings = settings
         self.h = handles
         self.personas = load_personas(settings.agents_file)
@@ -131,11 +133,12 @@ class Ingress:
     async def stream_status(self, stream_id: str) -> StreamStatus:
         return await self.streams.status(stream_id)
 
-    async def _respond(self, request: VideoRequest, run_async: bool):
+    async def _respond(self, request: VideoRequest, run_async: bool, warnings: list[str] = ()):
         if not run_async:
-            return await self.videos.generate(request)
+            return (await self.videos.generate(request)).model_copy(update={"warnings": list(warnings)})
         job_id = await self.jobs.submit(request)
-        return JSONResponse(JobAccepted(job_id=job_id, status_url=f"/v1/jobs/{job_id}").model_dump(), status_code=202)
+        accepted = JobAccepted(job_id=job_id, status_url=f"/v1/jobs/{job_id}", warnings=list(warnings))
+        return JSONResponse(accepted.model_dump(), status_code=202)
 
     # ---- HTTP -----------------------------------------------------------------------
     @api.post("/v1/videos", response_model=VideoResponse, summary="Render a lip-synced video",
@@ -143,9 +146,10 @@ class Ingress:
     async def create_video(
         self,
         run_async: bool = Query(False, alias="async", description="answer 202 with a job id at once"),
+        form_async: bool = Depends(async_field),
         request: VideoRequest = Depends(video_form),
     ) -> VideoResponse:
-        return await self._respond(request, run_async)
+        return await self._respond(request, run_async or form_async)
 
     @api.post("/generate_video", response_model=VideoResponse, summary="The old VBVA API: text -> video",
               responses={202: {"model": JobAccepted, "description": "with async: the job was started"}})  # fmt: skip
@@ -153,7 +157,8 @@ class Ingress:
         self, body: GenerateVideoRequest,
         run_async: bool = Query(False, alias="async", description="answer 202 with a job id at once"),
     ) -> VideoResponse:  # fmt: skip
-        return await self._respond(body.to_video_request(), run_async or body.run_async)
+        ignored = [f"unknown field {name!r} was ignored" for name in sorted(body.model_extra or {})]
+        return await self._respond(body.to_video_request(), run_async or body.run_async, ignored)
 
     @api.get("/v1/jobs/{job_id}", response_model=JobStatus, summary="Progress of an async render")
     async def get_job(self, job_id: str = Path(pattern=JOB_ID_PATTERN)) -> JobStatus:

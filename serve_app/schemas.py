@@ -33,6 +33,17 @@ def parse_quad(value) -> tuple[int, int, int, int] | None:
     return quad
 
 
+def valid_unicode(value: str | None) -> str | None:
+    """Text that can be spoken: no lone UTF-16 surrogates (they cannot be encoded)."""
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"the text holds a character that is not valid Unicode at position {exc.start} "
+                             "(a lone surrogate)") from None  # fmt: skip
+    return value
+
+
 class VideoRequest(BaseModel):
     """One lip-sync render. Audio bytes (or text, with the TTS), plus an avatar."""
 
@@ -54,6 +65,11 @@ class VideoRequest(BaseModel):
     nosmooth: bool = False
     loop: Literal["pingpong", "wrap"] = "pingpong"
     lossless: bool = Field(False, description="FFV1/Matroska output (Python API only)")
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, value):
+        return valid_unicode(value)
 
     @field_validator("pads", "box", mode="before")
     @classmethod
@@ -78,7 +94,13 @@ class GenerateVideoRequest(BaseModel):
     use_ultra_fast: bool = Field(False, description="the ultra_fast preset: 12 fps, quarter resolution")
     run_async: bool = Field(False, alias="async", description="answer 202 with a job id at once")
 
-    model_config = ConfigDict(populate_by_name=True)
+    #: unknown fields are kept aside (not refused: old clients send them) and named in ``warnings``
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+
+    @field_validator("message")
+    @classmethod
+    def _message(cls, value):
+        return valid_unicode(value)
 
     def to_video_request(self) -> VideoRequest:
         return VideoRequest(
@@ -137,6 +159,7 @@ class Stats(BaseModel):
 class JobAccepted(BaseModel):
     job_id: str
     status_url: str
+    warnings: list[str] = Field(default_factory=list, description="/generate_video: unknown fields that were ignored")
 
 
 class JobStatus(BaseModel):
@@ -179,6 +202,7 @@ class VideoResponse(BaseModel):
     url: str
     duration_s: float
     stats: Stats
+    warnings: list[str] = Field(default_factory=list, description="/generate_video: unknown fields that were ignored")
 
 
 class AvatarRecord(BaseModel):

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     # Media (audio decode, mel, a stream's AAC encode): CPU replicas of their own
     media_replicas: int = Field(1, ge=1)  #: MediaWorker replicas (the minimum when autoscaling)
     max_media_replicas: int = Field(0, ge=0)  #: autoscaling ceiling; 0 = fixed
+    media_keep_s: float = Field(900.0, gt=0)  #: how long a request's samples, mel and AAC stay pinned for the workers
+    media_keep_bytes: int = Field(1024**3, gt=0)  #: at most this much of them per MediaWorker replica (oldest go first)
     media_cpus: float = Field(0.1, gt=0, le=64)  #: logical CPUs reserved per MediaWorker replica (its work is short: decode, mel, AAC)
 
     # Requests
@@ -62,6 +64,8 @@ class Settings(BaseSettings):
     chunk_retries: int = Field(2, ge=0, le=10)  #: attempts after the first, on another replica when possible
     default_preset: str = DEFAULT_PRESET  #: ultra_fast, balanced or quality
     max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)  #: request body limit, enforced while it arrives
+    upload_timeout_s: float = Field(60.0, gt=0)  #: a request body must arrive within this (slow clients get 408)
+    max_uploads: int = Field(64, ge=1)  #: request bodies received at once per ingress replica; more get 503
     max_audio_s: float = Field(600.0, gt=0)  #: longer audio gets 413
     max_pending_requests: int = Field(16, ge=1)  #: renders admitted per ingress replica; more get 503
     retry_after_s: int = Field(2, ge=1)  #: Retry-After of a 503

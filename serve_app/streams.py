@@ -55,7 +55,7 @@ class StreamFlow:
         info = await self.dispatcher.renderer()
         shape = {**spec.render_settings(), "chunk_s": spec.chunk_s, "first": self.settings.stream_first_chunk_frames}
         stream_id = request_key("stream", spec.speech_identity(), spec.avatar_identity(), shape, renderer_identity(info))
-        opened = await self.h.streams.open.remote(stream_id)
+        opened = await self.h.streams.open.remote(stream_id, self.settings.stream_wait_s)
         if opened["attached"]:
             self.metrics.streams.inc(tags={"outcome": "attached"})
             return opened["record"]
@@ -63,6 +63,7 @@ class StreamFlow:
             slot = self.admission.reserve()
             try:
                 spec, avatar, updates = await self._start(spec)
+                await self.registry.admit.remote(stream_id)
             except BaseException:
                 slot.release()
                 raise

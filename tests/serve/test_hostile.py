@@ -1,0 +1,136 @@
+"""What a hostile or careless client sends at the edge: unknown fields, text that cannot be
+encoded, uploads that trickle in. Each gets a JSON 4xx/503 naming the problem, fast enough
+that a generous timeout catches a hang (no speed assertions)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import httpx
+import pytest
+
+from serve_app.schemas import GenerateVideoRequest, VideoRequest
+from serve_app.settings import RenderSettings, Settings
+
+from .conftest import deploy
+
+pytestmark = pytest.mark.timeout(300)
+UPLOAD_TIMEOUT_S = 2.0
+PENDING = 3  #: renders admitted by the ingress replica at once
+
+
+@pytest.fixture(scope="module")
+def url(ray_cluster, tmp_path_factory):
+    deploy(Settings(workers=1, worker_gpus=0.5, data_dir=tmp_path_factory.mktemp("hostile"), max_uploads=2,
+                    upload_timeout_s=UPLOAD_TIMEOUT_S, max_pending_requests=PENDING, render=RenderSettings(threads=1)))
+    return ray_cluster
+
+
+def wav(speech_clips) -> dict:
+    return {"audio": ("a.wav", speech_clips["a"].read_bytes(), "audio/wav")}
+
+
+def test_unknown_fields_are_refused_on_v1_and_named_on_the_old_route(url, speech_clips):
+    typo = httpx.post(f"{url}/v1/videos", files=wav(speech_clips), data={"presett": "quality"}, timeout=60)
+    assert typo.status_code == 422 and typo.json()["error"] == "invalid_settings"
+    assert "'presett'" in typo.json()["message"]
+    on_stream = httpx.post(f"{url}/v1/streams", files=wav(speech_clips), data={"async": "true"}, timeout=60)
+    assert on_stream.status_code == 422 and "'async'" in on_stream.json()["message"]
+    as_form = httpx.post(f"{url}/v1/videos", files=wav(speech_clips), data={"async": "true"}, timeout=60)
+    assert as_form.status_code == 202 and as_form.json()["job_id"]  # async in the form, as users send it
+    old = httpx.post(f"{url}/generate_video", json={"message": "Hello there.", "presett": 1, "voice_id": "x"},
+                     timeout=180)  # fmt: skip
+    assert old.status_code == 200, old.text
+    assert old.json()["warnings"] == ["unknown field 'presett' was ignored", "unknown field 'voice_id' was ignored"]
+
+
+def test_text_that_cannot_be_encoded_is_refused_at_the_edge(url):
+    body = '{"message": "Hello \\ud800 there", "agent_type": "general"}'  # a lone surrogate, as JSON allows
+    for path in ("/generate_video", "/generate_video?async=true"):
+        r = httpx.post(url + path, content=body, headers={"content-type": "application/json"}, timeout=60)
+        assert r.status_code == 422 and r.json()["error"] == "invalid_settings", r.text
+        assert "surrogate" in r.json()["message"] and "pid" not in r.json()["message"]
+    with pytest.raises(ValueError, match="surrogate"):
+        VideoRequest(text="a\udfffb")
+    with pytest.raises(ValueError, match="surrogate"):
+        GenerateVideoRequest(message="\ud83d")
+
+
+def _stalled_upload(base: str, sent: bytes = b"--b\r\n") -> socket.socket:
+    """A POST whose body stops after ``sent`` (a client that trickles, or has gone quiet)."""
+    host, port = base.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(b"POST /v1/videos HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                 b"Content-Length: 100000\r\n\r\n" + sent)  # fmt: skip
+    return sock
+
+
+def _response(sock: socket.socket) -> tuple[int, dict]:
+    data = b""
+    while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split()[1])
+    text = body.decode(errors="replace")
+    return status, json.loads(text[text.index("{") : text.rindex("}") + 1])
+
+
+def test_slow_uploads_time_out_and_cannot_take_every_slot(url):
+    first, second = _stalled_upload(url), _stalled_upload(url)
+    time.sleep(0.5)  # both bodies are now being received (max_uploads=2)
+    third = _stalled_upload(url)
+    status, body = _response(third)
+    assert status == 503 and body["error"] == "overloaded"  # refused at once, not queued behind them
+    assert httpx.get(f"{url}/healthz", timeout=30).status_code == 200  # the service still answers
+    for sock in (first, second):
+        status, body = _response(sock)
+        assert status == 408 and body["error"] == "upload_timeout", body
+        assert f"{UPLOAD_TIMEOUT_S:g} s" in body["message"]
+        sock.close()
+    third.close()
+    after = _stalled_upload(url)  # the slots are free again
+    status, _ = _response(after)
+    assert status == 408
+    after.close()
+
+
+def test_admission_happens_at_the_door(url, speech_clips):
+    """What was accepted is rendered: beyond the limit a job or stream is refused with 503 at
+    once, never accepted (202/201) and failed later; identical bad requests all get the 4xx."""
+    import concurrent.futures as cf
+
+    clips = [speech_clips[f"c{i}"].read_bytes() for i in range(2 * PENDING)]
+
+    def submit(i: int) -> httpx.Response:
+        return httpx.post(f"{url}/v1/videos?async=true", files={"audio": ("a.wav", clips[i], "audio/wav")}, timeout=60)
+
+    with cf.ThreadPoolExecutor(len(clips)) as pool:
+        answers = list(pool.map(submit, range(len(clips))))
+    codes = sorted(r.status_code for r in answers)
+    assert set(codes) <= {202, 503} and codes.count(202) >= 1 and codes.count(503) >= 1, codes
+    for r in answers:
+        if r.status_code == 503:
+            assert r.json()["error"] == "overloaded" and r.headers["retry-after"]
+    for r in answers:
+        if r.status_code == 202:
+            job_url = url + r.json()["status_url"]
+            deadline = time.monotonic() + 240
+            while (job := httpx.get(job_url, timeout=30).json())["status"] in ("queued", "running"):
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            assert job["status"] == "succeeded", job  # accepted means rendered, not "overloaded" later
+
+    bad = b"RIFF\x24\x00\x00\x00WAVEnot really audio at all" * 4
+
+    def bad_stream(_):
+        return httpx.post(f"{url}/v1/streams", files={"audio": ("a.wav", bad, "audio/wav")}, timeout=60)
+
+    with cf.ThreadPoolExecutor(6) as pool:
+        refused = list(pool.map(bad_stream, range(6)))
+    assert [r.status_code for r in refused] == [422] * 6, [(r.status_code, r.text) for r in refused]
+    assert {r.json()["error"] for r in refused} == {"undecodable_audio"}
