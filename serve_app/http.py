@@ -132,6 +132,7 @@ class Edge:
                                     [(b"retry-after", str(self.config.retry_after_s).encode())])  # fmt: skip
         seen = 0
         receiving = has_body
+        timed_out = started = False
         deadline = time.monotonic() + self.config.upload_timeout_s
         if receiving:
             self.uploading += 1
@@ -143,14 +144,15 @@ class Edge:
                 self.uploading -= 1
 
         async def counting_receive():
-            nonlocal seen
+            nonlocal seen, timed_out
             if not receiving:
                 return await receive()
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
             except asyncio.TimeoutError:
                 done_receiving()
-                raise UploadTimedOut(f"the upload did not arrive within {self.config.upload_timeout_s:g} s") from None
+                timed_out = True  # the app sees the client gone; the 408 is sent below
+                return {"type": "http.disconnect"}
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
@@ -162,10 +164,23 @@ class Edge:
                 done_receiving()
             return message
 
+        async def guarded_send(message):
+            nonlocal started
+            if timed_out:
+                return  # whatever the app says about a body that never came, the answer is the 408
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self._inner()(scope, counting_receive, send)
+            await self._inner()(scope, counting_receive, guarded_send)
+        except Exception:
+            if not timed_out:
+                raise
         finally:
             done_receiving()
+        if timed_out and not started:
+            await _send_json(send, 408, UploadTimedOut.code,
+                             f"the upload did not arrive within {self.config.upload_timeout_s:g} s")  # fmt: skip
 
 
 async def _send_json(send, status: int, code: str, message: str, extra_headers=()):

@@ -19,11 +19,12 @@ from .conftest import deploy
 pytestmark = pytest.mark.timeout(300)
 UPLOAD_TIMEOUT_S = 2.0
 PENDING = 3  #: renders admitted by the ingress replica at once
+UPLOADS = 8  #: request bodies received at once
 
 
 @pytest.fixture(scope="module")
 def url(ray_cluster, tmp_path_factory):
-    deploy(Settings(workers=1, worker_gpus=0.5, data_dir=tmp_path_factory.mktemp("hostile"), max_uploads=2,
+    deploy(Settings(workers=1, worker_gpus=0.5, data_dir=tmp_path_factory.mktemp("hostile"), max_uploads=UPLOADS,
                     upload_timeout_s=UPLOAD_TIMEOUT_S, max_pending_requests=PENDING, render=RenderSettings(threads=1)))
     return ray_cluster
 
@@ -81,13 +82,13 @@ def _response(sock: socket.socket) -> tuple[int, dict]:
 
 
 def test_slow_uploads_time_out_and_cannot_take_every_slot(url):
-    first, second = _stalled_upload(url), _stalled_upload(url)
-    time.sleep(0.5)  # both bodies are now being received (max_uploads=2)
+    stalled = [_stalled_upload(url) for _ in range(UPLOADS)]
+    time.sleep(1.0)  # every upload slot is now taken by a body that does not come
     third = _stalled_upload(url)
     status, body = _response(third)
     assert status == 503 and body["error"] == "overloaded"  # refused at once, not queued behind them
     assert httpx.get(f"{url}/healthz", timeout=30).status_code == 200  # the service still answers
-    for sock in (first, second):
+    for sock in stalled:
         status, body = _response(sock)
         assert status == 408 and body["error"] == "upload_timeout", body
         assert f"{UPLOAD_TIMEOUT_S:g} s" in body["message"]
