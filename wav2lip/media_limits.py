@@ -51,7 +51,7 @@ class MediaLimits:
             seconds_hint = self.max_video_pixels // max(1, width * height)
             raise InputTooLarge(
                 f"the avatar video is too large: {n_frames} frames of {width}x{height} are over the limit of "
-                f"{self.max_video_pixels / 1e6:.0f} M frame pixels (at this size at most {seconds_hint} frames)"
+                f"{self.max_video_pixels / 1e6:.3g} M frame pixels (at this size at most {seconds_hint} frames)"
             )
 
     def frame_step(self, fps: float) -> int:
