@@ -4,7 +4,18 @@ Hard imports are numpy, torch and OpenCV (plus the ffmpeg binary); TTS imports
 Piper lazily.
 """
 
-from .audio import DecodedAudio, decode_audio, final_frames, frame_count, load_audio, mel_windows, melspectrogram, official_frame_count, window_starts
+from .audio import (
+    DecodedAudio,
+    decode_audio,
+    final_frames,
+    frame_count,
+    load_audio,
+    mel_windows,
+    melspectrogram,
+    official_frame_count,
+    sanitize_samples,
+    window_starts,
+)
 from .avatar import DEFAULT_AVATAR_ID, DEFAULT_AVATAR_PATH, Avatar, avatar_key, prepare_avatar
 from .checkpoint import (
     CHECKPOINT_NAMES,
@@ -40,7 +51,7 @@ from .keys import KEY_VERSION, content_key
 
 __all__ = [
     "AudioDecodeError", "Avatar", "AvatarOptions", "CHECKPOINT_NAMES", "CheckpointError", "DEFAULT_AVATAR_ID",
-    "DecodedAudio", "MediaFrames", "MediaLimits", "decode_audio",
+    "DecodedAudio", "MediaFrames", "MediaLimits", "decode_audio", "sanitize_samples",
     "DEFAULT_AVATAR_PATH", "EmptyText", "EncodeError", "EncodeOptions", "InputError", "InputTooLarge",
     "InvalidSettings", "MediaDecodeError", "NoFaceDetected", "NotFound", "PRESETS", "RenderError", "RenderOptions",
     "RenderResult", "Renderer", "SegmentEncoder", "UnsupportedMedia", "Wav2Lip", "Wav2LipError", "KEY_VERSION",

@@ -99,7 +99,7 @@ def decode_audio(source: str | Path | bytes, max_seconds: float | None = None) -
         raise AudioDecodeError(f"the audio is truncated: its header says {declared:.2f} s, only {seconds:.2f} s decode")
     if seconds < MIN_AUDIO_S:
         raise AudioDecodeError(f"the audio lasts {seconds * 1000:.0f} ms; at least {MIN_AUDIO_S * 1000:.0f} ms is needed")
-    return _sanitise(samples)
+    return sanitize_samples(samples)
 
 
 def _decode(path: str, max_seconds: float | None) -> np.ndarray:
@@ -125,14 +125,18 @@ def _decode(path: str, max_seconds: float | None) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.float32).copy()
 
 
-def _sanitise(samples: np.ndarray) -> DecodedAudio:
-    """Refuse non-finite samples; clip finite ones to [-1, 1] in place and count them."""
+def sanitize_samples(samples: np.ndarray) -> DecodedAudio:
+    """Refuse NaN/inf samples (``AudioDecodeError``); clip finite ones to [-1, 1] and count them.
+
+    For float PCM that did not come through ``decode_audio`` (e.g. pieces of a live session).
+    """
+    samples = np.asarray(samples, dtype=np.float32).reshape(-1)
     if not np.isfinite(samples).all():
         raise AudioDecodeError("the audio holds NaN or infinite samples")
     over = np.abs(samples) > FULL_SCALE
     clipped = int(np.count_nonzero(over))
     if clipped:
-        np.clip(samples, -FULL_SCALE, FULL_SCALE, out=samples)
+        samples = np.clip(samples, -FULL_SCALE, FULL_SCALE)  # a new array: the caller's is left alone
         log.info("audio: %d samples outside [-1, 1] clipped", clipped)
     return DecodedAudio(samples, clipped)
 

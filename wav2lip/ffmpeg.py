@@ -96,7 +96,7 @@ class MediaInfo:
 
     duration_s: float | None  #: None when the container gives none
     duration_estimated: bool  #: True: a guess from the bitrate, never a reason to refuse
-    width: int | None = None  #: first video stream's frame size, None without video
+    width: int | None = None  #: frame size of the largest video stream, None without video
     height: int | None = None
     fps: float | None = None  #: first video stream's frame rate
     too_many_pixels: bool = False  #: a frame is over ``max_pixels`` (its size may be unknown)
@@ -114,7 +114,7 @@ _RATE_RE = re.compile(r"([\d.]+)(k?) (fps|tbr)")
 
 
 def probe_media(path: str, max_pixels: int | None = None) -> MediaInfo:
-    """Duration, and the first video stream's size and rate, from ffmpeg's header probe.
+    """Duration, the largest video stream's size and the first one's rate, from ffmpeg's header probe.
 
     ``max_pixels`` bounds every frame ffmpeg decodes while probing (``-max_pixels``),
     so a crafted header cannot make the probe itself allocate a huge picture.
@@ -133,11 +133,12 @@ def probe_media(path: str, max_pixels: int | None = None) -> MediaInfo:
         h, m, sec = match.groups()
         duration = int(h) * 3600 + int(m) * 60 + float(sec)
     width = height = fps = None
-    if video := _VIDEO_RE.search(text):
-        if size := _SIZE_RE.search(video.group(1)):
+    for k, video in enumerate(_VIDEO_RE.finditer(text)):  # the largest video stream: a decoder may pick any
+        if k == 0:
+            rates = {kind: float(v) * (1000 if m else 1) for v, m, kind in _RATE_RE.findall(video.group(1))}
+            fps = rates.get("fps") or rates.get("tbr")
+        if (size := _SIZE_RE.search(video.group(1))) and int(size.group(1)) * int(size.group(2)) > (width or 0) * (height or 0):
             width, height = int(size.group(1)), int(size.group(2))
-        rates = {kind: float(v) * (1000 if k else 1) for v, k, kind in _RATE_RE.findall(video.group(1))}
-        fps = rates.get("fps") or rates.get("tbr")
     return MediaInfo(duration, _ESTIMATED_DURATION in text, width, height, fps, _OVER_MAX_PIXELS in text)
 
 

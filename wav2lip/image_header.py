@@ -97,8 +97,9 @@ def _png(d: bytes):
 def _jpeg(d: bytes):
     i = 2
     while i + 9 < len(d):
-        if d[i] != 0xFF:
-            return None  # segments follow each other by length; anything else is not a JPEG header
+        if d[i] != 0xFF:  # stray bytes between segments: skipped, as libjpeg does
+            i += 1
+            continue
         marker = d[i + 1]
         if marker == 0xFF:  # fill byte
             i += 1

@@ -26,6 +26,7 @@ from wav2lip import (
     decode_audio,
     load_audio,
     prepare_avatar,
+    sanitize_samples,
 )
 from wav2lip import avatar_media
 from wav2lip.avatar_media import load_media
@@ -95,6 +96,15 @@ def test_non_finite_samples_are_refused_at_decode_time(tmp_path, value):
             decode_audio(data)
 
 
+def test_float_pcm_from_elsewhere_gets_the_same_checks():
+    pcm = _spiked(4.0)
+    checked = sanitize_samples(pcm)
+    assert checked.clipped_samples == 3 and checked.samples.max() <= 1.0
+    assert pcm.max() == 4.0  # the caller's array is left alone
+    with pytest.raises(AudioDecodeError, match="NaN or infinite"):
+        sanitize_samples(_spiked(np.nan))
+
+
 def test_clipped_audio_encodes(tmp_path):
     """What used to fail after the render (AAC encoding 1e10) now muxes."""
     from wav2lip.cmaf import encode_aac
@@ -151,6 +161,14 @@ def test_every_image_format_is_checked_from_its_header(ext, monkeypatch):
     monkeypatch.setattr(avatar_media.cv2, "imdecode", lambda *_: pytest.fail("decoded before the size check"))
     with pytest.raises(InputTooLarge, match="123x77"):
         load_media(data, limits=MediaLimits(max_pixels=100 * 70))
+
+
+def test_jpeg_with_stray_bytes_between_segments_is_read():
+    data = _encoded(".jpg")
+    patched = data[:20] + b"\x00\x00" + data[20:]  # after the APP0 segment, before the next marker
+    assert data[20] == 0xFF
+    frames, _ = load_media(patched)
+    assert frames.shape == (1, 77, 123, 3)
 
 
 def _png_header(width, height):
@@ -245,6 +263,10 @@ def test_video_frame_size_is_checked_before_decoding(tmp_path):
         with pytest.raises(InputTooLarge, match="over the limit|96x80"):
             prepare_avatar(data, AvatarOptions(box=BOX), limits=small_limits)
         assert prepare_avatar(data, AvatarOptions(box=BOX)).n_frames == 10
+    two = _video(tmp_path, "two.mkv", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=25:d=0.4", "-f", "lavfi",
+                 "-i", "testsrc=size=96x80:rate=25:d=0.4", "-map", "0", "-map", "1", "-c:v", "mjpeg")  # fmt: skip
+    with pytest.raises(InputTooLarge, match="over the limit|96x80"):  # the largest stream counts, whichever is decoded
+        prepare_avatar(two, AvatarOptions(box=BOX), limits=MediaLimits(max_pixels=64 * 64))
 
 
 # ---- 4. avatar videos within a frames x pixels budget ---------------------------------------------
