@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AudioDecodeError, EncodeError, InputTooLarge, UnsupportedMedia
+from .errors import AudioDecodeError, EncodeError, InputTooLarge, MediaDecodeError, UnsupportedMedia
 from .ffmpeg import input_args, probe_media, run_ffmpeg
 from .hparams import (
     FMAX_HZ,
@@ -86,7 +86,10 @@ def decode_audio(source: str | Path | bytes, max_seconds: float | None = None) -
     path = str(source)
     if not os.path.isfile(path):
         raise AudioDecodeError(f"audio file {path} does not exist")
-    declared = probe_media(path).reliable_duration_s if max_seconds else None
+    try:
+        declared = probe_media(path).reliable_duration_s if max_seconds else None
+    except MediaDecodeError as exc:  # a header ffmpeg cannot read in time: the audio's fault
+        raise AudioDecodeError(f"could not decode the audio: {exc.message}") from None
     if declared is not None and max_seconds and declared > max_seconds + 1:  # refuse from the header
         raise InputTooLarge(f"the audio lasts {declared:.0f} s; the limit is {max_seconds:g} s")
     samples = _decode(path, max_seconds)

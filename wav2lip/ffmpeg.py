@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .errors import EncodeError
+from .errors import EncodeError, MediaDecodeError
 
 #: Protocols ffmpeg may open: a crafted playlist cannot reach the network or other files
 #: through http/concat/subfile/... ("file" stays: our own temp files are read by path).
@@ -126,7 +126,8 @@ def probe_media(path: str, max_pixels: int | None = None) -> MediaInfo:
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=_PROBE_TIMEOUT_S,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
-        raise EncodeError(f"ffmpeg timed out while probing media (after {_PROBE_TIMEOUT_S} s)") from None
+        # a header ffmpeg cannot read in time: the file's fault (422), not ours (500)
+        raise MediaDecodeError(f"reading the file's header took over {_PROBE_TIMEOUT_S} s") from None
     text = proc.stderr.decode("utf-8", "replace")
     duration = None
     if match := _DURATION_RE.search(text):

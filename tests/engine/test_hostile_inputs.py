@@ -333,3 +333,18 @@ def test_a_stated_duration_still_refuses_before_decoding(monkeypatch):
     monkeypatch.setattr(audio, "_decode", lambda *_: pytest.fail("decoded audio its header already refused"))
     with pytest.raises(InputTooLarge, match="lasts 12 s; the limit is 5 s"):
         decode_audio(float_wav(tone(12.0)), max_seconds=5)
+
+
+def test_a_header_ffmpeg_cannot_read_in_time_is_the_files_fault(tmp_path, monkeypatch):
+    from wav2lip import ffmpeg as ffmpeg_module
+
+    video = _video(tmp_path, "v.mp4", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=25:d=0.2", "-c:v", "libx264")
+
+    def stuck(args, **kwargs):
+        raise subprocess.TimeoutExpired(args, kwargs.get("timeout"))
+
+    monkeypatch.setattr(ffmpeg_module.subprocess, "run", stuck)
+    with pytest.raises(AudioDecodeError, match="header took over 30 s"):
+        decode_audio(float_wav(tone(1.0)), max_seconds=5)
+    with pytest.raises(MediaDecodeError, match="header took over 30 s"):
+        prepare_avatar(video, AvatarOptions(box=BOX))
