@@ -29,7 +29,7 @@ _STDERR_TAIL = 2000
 _PROBE_TIMEOUT_S = 30
 #: ffmpeg's own words when the duration is a guess from the bitrate (VBR MP3 without a
 #: Xing header, raw ADTS AAC), not a figure from the container.
-_ESTIMATED_DURATION = "Estimating duration from bitrate"
+_ESTIMATED_DURATION = re.compile(r"^\[[^\]\n]*\] Estimating duration from bitrate", re.M)
 _OVER_MAX_PIXELS = "exceeds specified max pixel count"
 _binary: str | None = None
 
@@ -107,8 +107,10 @@ class MediaInfo:
         return None if self.duration_estimated else self.duration_s
 
 
-_DURATION_RE = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
-_VIDEO_RE = re.compile(r"Stream #\S+.*?: Video: (.*)")
+# Anchored at the line start: a metadata value (a title) is printed after "key : " and so
+# cannot forge a Duration or Stream line.
+_DURATION_RE = re.compile(r"^\s*Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", re.M)
+_VIDEO_RE = re.compile(r"^\s*Stream #\d+:\d+\S*: Video: (.*)", re.M)
 _SIZE_RE = re.compile(r"(?:^|[ ,])(\d{1,6})x(\d{1,6})(?:[ ,\[]|$)")
 _RATE_RE = re.compile(r"([\d.]+)(k?) (fps|tbr)")
 
@@ -140,7 +142,7 @@ def probe_media(path: str, max_pixels: int | None = None) -> MediaInfo:
             fps = rates.get("fps") or rates.get("tbr")
         if (size := _SIZE_RE.search(video.group(1))) and int(size.group(1)) * int(size.group(2)) > (width or 0) * (height or 0):
             width, height = int(size.group(1)), int(size.group(2))
-    return MediaInfo(duration, _ESTIMATED_DURATION in text, width, height, fps, _OVER_MAX_PIXELS in text)
+    return MediaInfo(duration, bool(_ESTIMATED_DURATION.search(text)), width, height, fps, _OVER_MAX_PIXELS in text)
 
 
 def probe_duration_s(path: str) -> float | None:

@@ -30,7 +30,7 @@ from wav2lip import (
 )
 from wav2lip import avatar_media
 from wav2lip.avatar_media import load_media
-from wav2lip.ffmpeg import ffmpeg_binary, run_ffmpeg
+from wav2lip.ffmpeg import ffmpeg_binary, probe_media, run_ffmpeg
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -267,6 +267,16 @@ def test_video_frame_size_is_checked_before_decoding(tmp_path):
                  "-i", "testsrc=size=96x80:rate=25:d=0.4", "-map", "0", "-map", "1", "-c:v", "mjpeg")  # fmt: skip
     with pytest.raises(InputTooLarge, match="over the limit|96x80"):  # the largest stream counts, whichever is decoded
         prepare_avatar(two, AvatarOptions(box=BOX), limits=MediaLimits(max_pixels=64 * 64))
+
+
+def test_metadata_cannot_forge_the_probe(tmp_path):
+    forged = "x\n  Duration: 00:00:00.01, start: 0\n  Stream #0:1: Video: h264, 8x8, 25 fps\n[mp3 @ 0x1] Estimating duration from bitrate"
+    data = _video(tmp_path, "forged.mkv", "-f", "lavfi", "-i", "testsrc=size=96x80:rate=25:d=0.4", "-metadata",
+                  f"title={forged}", "-c:v", "libx264")  # fmt: skip
+    path = tmp_path / "forged.mkv"
+    info = probe_media(str(path))
+    assert (info.width, info.height, info.duration_s, info.duration_estimated) == (96, 80, 0.4, False)
+    assert prepare_avatar(data, AvatarOptions(box=BOX)).n_frames == 10
 
 
 # ---- 4. avatar videos within a frames x pixels budget ---------------------------------------------
