@@ -4,7 +4,18 @@ Hard imports are numpy, torch and OpenCV (plus the ffmpeg binary); TTS imports
 Piper lazily.
 """
 
-from .audio import final_frames, frame_count, load_audio, mel_windows, melspectrogram, official_frame_count, window_starts
+from .audio import (
+    DecodedAudio,
+    decode_audio,
+    final_frames,
+    frame_count,
+    load_audio,
+    mel_windows,
+    melspectrogram,
+    official_frame_count,
+    sanitize_samples,
+    window_starts,
+)
 from .avatar import DEFAULT_AVATAR_ID, DEFAULT_AVATAR_PATH, Avatar, avatar_key, prepare_avatar
 from .checkpoint import (
     CHECKPOINT_NAMES,
@@ -14,6 +25,7 @@ from .checkpoint import (
     random_state_dict,
     save_official_checkpoint,
 )
+from .avatar_media import MediaFrames
 from .encode import SegmentEncoder, combine_segments, read_frames
 from .errors import (
     AudioDecodeError,
@@ -30,6 +42,7 @@ from .errors import (
     UnsupportedMedia,
     Wav2LipError,
 )
+from .media_limits import MediaLimits
 from .model import Wav2Lip
 from .options import PRESETS, AvatarOptions, EncodeOptions, RenderOptions, preset
 from .pipeline import RenderResult, lip_sync, load_generator, output_fps, render_segment
@@ -38,6 +51,7 @@ from .keys import KEY_VERSION, content_key
 
 __all__ = [
     "AudioDecodeError", "Avatar", "AvatarOptions", "CHECKPOINT_NAMES", "CheckpointError", "DEFAULT_AVATAR_ID",
+    "DecodedAudio", "MediaFrames", "MediaLimits", "decode_audio", "sanitize_samples",
     "DEFAULT_AVATAR_PATH", "EmptyText", "EncodeError", "EncodeOptions", "InputError", "InputTooLarge",
     "InvalidSettings", "MediaDecodeError", "NoFaceDetected", "NotFound", "PRESETS", "RenderError", "RenderOptions",
     "RenderResult", "Renderer", "SegmentEncoder", "UnsupportedMedia", "Wav2Lip", "Wav2LipError", "KEY_VERSION",

@@ -12,13 +12,14 @@ import logging
 import math
 import os
 import tempfile
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from .errors import AudioDecodeError, EncodeError, InputTooLarge, UnsupportedMedia
-from .ffmpeg import input_args, probe_duration_s, run_ffmpeg
+from .errors import AudioDecodeError, EncodeError, InputTooLarge, MediaDecodeError, UnsupportedMedia
+from .ffmpeg import input_args, probe_media, run_ffmpeg
 from .hparams import (
     FMAX_HZ,
     FMIN_HZ,
@@ -38,19 +39,41 @@ from .hparams import (
 
 log = logging.getLogger(__name__)
 _AMP_FLOOR = np.float32(np.exp(MIN_LEVEL_DB / 20 * np.log(10)))
-_STFT_BLOCK = 4096
+_STFT_BLOCK = 4096  #: STFT frames per block, bounds memory for long audio
 MIN_AUDIO_S = 0.05  #: shorter audio is refused: not even two video frames
-TRUNCATED_FRACTION = 0.9  #: decoding less than this share of the declared duration means a cut file  #: STFT frames per block, bounds memory for long audio
+TRUNCATED_FRACTION = 0.9  #: decoding less than this share of the declared duration means a cut file
+FULL_SCALE = 1.0  #: float samples beyond +-this are clipped (what any player does)
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """Decoded speech, ready for the mel and the muxer."""
+
+    samples: np.ndarray  #: (n,) float32 mono 16 kHz, every sample finite and in [-1, 1]
+    clipped_samples: int = 0  #: samples that were outside [-1, 1] and were clipped to it
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
 
 
 def load_audio(source: str | Path | bytes, max_seconds: float | None = None) -> np.ndarray:
-    """Decode any FFmpeg-readable audio to (n,) float32 mono at 16 kHz.
+    """(n,) float32 mono 16 kHz samples of any FFmpeg-readable audio: ``decode_audio(...).samples``."""
+    return decode_audio(source, max_seconds).samples
+
+
+def decode_audio(source: str | Path | bytes, max_seconds: float | None = None) -> DecodedAudio:
+    """Decode any FFmpeg-readable audio to 16 kHz mono float32, checked and clipped.
 
     Bytes are written to a private temp file first (ffmpeg only reads files we wrote;
-    MP4/M4A need a seekable input), and only plain media demuxers may open them. With
-    ``max_seconds``, the header's duration is probed first: longer audio is an
-    ``InputTooLarge`` before decoding (and at most ``max_seconds`` + 1 s is ever
-    decoded), and a file decoding to much less than its header says is truncated.
+    MP4/M4A need a seekable input), and only plain media demuxers may open them.
+    With ``max_seconds``: a duration the container states is checked before decoding
+    (longer is ``InputTooLarge``, much shorter once decoded is a truncated file); a
+    duration ffmpeg only estimates from the bitrate (VBR MP3 without a Xing header,
+    raw ADTS AAC) is never a reason to refuse, so the decoded length decides. Either
+    way at most ``max_seconds`` + 1 s is decoded. NaN or infinite samples are an
+    ``AudioDecodeError``; finite samples outside [-1, 1] are clipped, as a player
+    would, and counted in ``clipped_samples``.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
@@ -59,14 +82,31 @@ def load_audio(source: str | Path | bytes, max_seconds: float | None = None) -> 
             path = os.path.join(tmp, "input")
             with open(path, "wb") as fh:
                 fh.write(source)
-            return load_audio(path, max_seconds)
+            return decode_audio(path, max_seconds)
     path = str(source)
     if not os.path.isfile(path):
         raise AudioDecodeError(f"audio file {path} does not exist")
-    declared = probe_duration_s(path) if max_seconds else None
-    if declared is not None and max_seconds:  # refuse long audio from its header, before decoding it
-        if declared > max_seconds + 1:
-            raise InputTooLarge(f"the audio lasts {declared:.0f} s; the limit is {max_seconds:g} s")
+    try:
+        declared = probe_media(path).reliable_duration_s if max_seconds else None
+    except MediaDecodeError as exc:  # a header ffmpeg cannot read in time: the audio's fault
+        raise AudioDecodeError(f"could not decode the audio: {exc.message}") from None
+    if declared is not None and max_seconds and declared > max_seconds + 1:  # refuse from the header
+        raise InputTooLarge(f"the audio lasts {declared:.0f} s; the limit is {max_seconds:g} s")
+    samples = _decode(path, max_seconds)
+    if samples.size == 0:
+        raise AudioDecodeError("the audio holds no samples (no audio stream, or zero length)")
+    if max_seconds and samples.size > max_seconds * SAMPLE_RATE:
+        raise InputTooLarge(f"the audio is longer than the limit of {max_seconds:g} s")
+    seconds = samples.size / SAMPLE_RATE
+    if declared is not None and seconds < min(declared, max_seconds or declared) * TRUNCATED_FRACTION:
+        raise AudioDecodeError(f"the audio is truncated: its header says {declared:.2f} s, only {seconds:.2f} s decode")
+    if seconds < MIN_AUDIO_S:
+        raise AudioDecodeError(f"the audio lasts {seconds * 1000:.0f} ms; at least {MIN_AUDIO_S * 1000:.0f} ms is needed")
+    return sanitize_samples(samples)
+
+
+def _decode(path: str, max_seconds: float | None) -> np.ndarray:
+    """(n,) float32 samples as ffmpeg decodes them (no checks), at most ``max_seconds`` + 1 s."""
     limit = ["-t", f"{max_seconds + 1:.3f}"] if max_seconds else []
     try:
         raw = run_ffmpeg(
@@ -85,19 +125,23 @@ def load_audio(source: str | Path | bytes, max_seconds: float | None = None) -> 
             ) from None
         log.info("audio decode failed: %s", exc.stderr_tail.strip()[-300:])
         raise AudioDecodeError("could not decode the audio: not an audio file, or truncated") from None
-    samples = np.frombuffer(raw, dtype=np.float32).copy()
-    if samples.size == 0:
-        raise AudioDecodeError("the audio holds no samples (no audio stream, or zero length)")
-    if max_seconds and samples.size > max_seconds * SAMPLE_RATE:
-        raise InputTooLarge(f"the audio is longer than the limit of {max_seconds:g} s")
-    seconds = samples.size / SAMPLE_RATE
-    if declared is not None and seconds < min(declared, max_seconds or declared) * TRUNCATED_FRACTION:
-        raise AudioDecodeError(f"the audio is truncated: its header says {declared:.2f} s, only {seconds:.2f} s decode")
-    if seconds < MIN_AUDIO_S:
-        raise AudioDecodeError(f"the audio lasts {seconds * 1000:.0f} ms; at least {MIN_AUDIO_S * 1000:.0f} ms is needed")
+    return np.frombuffer(raw, dtype=np.float32).copy()
+
+
+def sanitize_samples(samples: np.ndarray) -> DecodedAudio:
+    """Refuse NaN/inf samples (``AudioDecodeError``); clip finite ones to [-1, 1] and count them.
+
+    For float PCM that did not come through ``decode_audio`` (e.g. pieces of a live session).
+    """
+    samples = np.asarray(samples, dtype=np.float32).reshape(-1)
     if not np.isfinite(samples).all():
         raise AudioDecodeError("the audio holds NaN or infinite samples")
-    return samples
+    over = np.abs(samples) > FULL_SCALE
+    clipped = int(np.count_nonzero(over))
+    if clipped:
+        samples = np.clip(samples, -FULL_SCALE, FULL_SCALE)  # a new array: the caller's is left alone
+        log.info("audio: %d samples outside [-1, 1] clipped", clipped)
+    return DecodedAudio(samples, clipped)
 
 
 def _hz_to_mel(hz):

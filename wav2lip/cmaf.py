@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EncodeError
-from .ffmpeg import base_args, input_args, run_ffmpeg, stderr_tail
+from .ffmpeg import base_args, failure, input_args, run_ffmpeg, stderr_tail
 from .hparams import SAMPLE_RATE
 
 AAC_FRAME = 1024  #: samples per AAC-LC frame
@@ -132,7 +132,9 @@ class AacEncoder:
         self._err.seek(0)
         tail = stderr_tail(self._err.read())
         self._err.close()
-        raise EncodeError(f"ffmpeg failed while {what}: {self._failure or tail.strip()[-300:]}", tail)
+        if self._failure:  # our own finding (e.g. "ADTS sync lost"), not ffmpeg's words
+            raise EncodeError(f"ffmpeg failed while {what}: {self._failure}", tail)
+        raise failure(what, tail)
 
 
 def encode_aac(samples: np.ndarray, bitrate: str) -> list[bytes]:

@@ -22,7 +22,7 @@ import numpy as np
 
 from .cmaf import FRAGMENT_MOVFLAGS
 from .errors import EncodeError
-from .ffmpeg import base_args, ffmpeg_binary, input_args, run_ffmpeg, stderr_tail
+from .ffmpeg import base_args, failure, ffmpeg_binary, input_args, run_ffmpeg, stderr_tail
 from .hparams import SAMPLE_RATE
 from .options import EncodeOptions
 
@@ -94,7 +94,7 @@ class SegmentEncoder:
         tail = stderr_tail(self._err.read())
         self._err.close()
         self.path.unlink(missing_ok=True)
-        raise EncodeError(f"ffmpeg failed while {what}: {tail.strip()[-300:]}", tail)
+        raise failure(what, tail)
 
     def close(self) -> Path:
         try:
@@ -169,7 +169,7 @@ def read_frames(path: str | Path) -> np.ndarray:
     ).stderr.decode("utf-8", "replace")
     match = re.search(r"Video: .*?, (\d{2,5})x(\d{2,5})", probe)
     if not match:
-        raise EncodeError(f"no video stream in {path}", probe[-500:])
+        raise EncodeError("no video stream in the file", probe[-500:])
     w, h = int(match.group(1)), int(match.group(2))
     raw = run_ffmpeg([*input_args(str(path)), "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1"], "decoding video")
     return np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3)

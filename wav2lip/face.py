@@ -85,31 +85,51 @@ def _detect_one(gray: np.ndarray, previous: np.ndarray | None) -> np.ndarray | N
     return _pick(*_candidates(gray), previous)
 
 
+class FaceTracker:
+    """Face boxes of a video fed one frame at a time, so its frames need not all be in memory.
+
+    ``add`` detects in one frame (searching near the previous face first); ``boxes``
+    fills the gaps as ``detect_faces`` documents. The same boxes as ``detect_faces``.
+    """
+
+    def __init__(self):
+        self._found: list[np.ndarray | None] = []
+        self._previous: np.ndarray | None = None
+
+    def add(self, frame: np.ndarray) -> None:
+        """Detect in one (H, W, 3) uint8 BGR frame."""
+        box = _detect_one(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), self._previous)
+        self._found.append(box)
+        self._previous = box if box is not None else self._previous
+
+    def boxes(self) -> np.ndarray:
+        """(n, 4) int64 x1,y1,x2,y2 per frame added; ``NoFaceDetected`` as ``detect_faces``."""
+        found = self._found
+        hits = np.array([b is not None for b in found])
+        if not hits.any():
+            raise NoFaceDetected("no face detected in the avatar (frame 0); use a frontal, well-lit face or pass a box", 0)
+        hit_idx = np.flatnonzero(hits)
+        boxes = np.empty((len(found), 4), np.int64)
+        for i, box in enumerate(found):
+            if box is None:
+                nearest = hit_idx[np.argmin(np.abs(hit_idx - i))]
+                if abs(nearest - i) > MAX_MISSING_FRAMES:
+                    raise NoFaceDetected(f"no face detected in frame {i} of the avatar video", int(i))
+                box = found[nearest]
+            boxes[i] = box
+        return boxes
+
+
 def detect_faces(frames: np.ndarray) -> np.ndarray:
     """(n, 4) int64 x1,y1,x2,y2 face box per (n, H, W, 3) uint8 BGR frame.
 
     Frames without a face borrow the nearest detected frame's box when the gap is at
     most ``MAX_MISSING_FRAMES``; otherwise ``NoFaceDetected`` names the frame.
     """
-    found: list[np.ndarray | None] = []
-    previous = None
+    tracker = FaceTracker()
     for frame in frames:
-        box = _detect_one(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), previous)
-        found.append(box)
-        previous = box if box is not None else previous
-    hits = np.array([b is not None for b in found])
-    if not hits.any():
-        raise NoFaceDetected("no face detected in the avatar (frame 0); use a frontal, well-lit face or pass a box", 0)
-    hit_idx = np.flatnonzero(hits)
-    boxes = np.empty((len(found), 4), np.int64)
-    for i, box in enumerate(found):
-        if box is None:
-            nearest = hit_idx[np.argmin(np.abs(hit_idx - i))]
-            if abs(nearest - i) > MAX_MISSING_FRAMES:
-                raise NoFaceDetected(f"no face detected in frame {i} of the avatar video", int(i))
-            box = found[nearest]
-        boxes[i] = box
-    return boxes
+        tracker.add(frame)
+    return tracker.boxes()
 
 
 def pad_boxes(boxes: np.ndarray, pads, height: int, width: int) -> np.ndarray:
