@@ -18,6 +18,7 @@ from ray import serve
 from wav2lip.avatar import DEFAULT_AVATAR_ID, DEFAULT_AVATAR_PATH, prepare_avatar
 from wav2lip.errors import NotFound
 from wav2lip.keys import avatar_key, digest
+from wav2lip.media_limits import MediaLimits
 from wav2lip.options import AvatarOptions
 
 from .records import AvatarVariant
@@ -28,13 +29,15 @@ _PREPARED_BYTES_PER_ITEM = 8 * 1024 * 1024  #: object-store budget per prepared 
 
 @serve.deployment(name="AvatarRegistry", max_ongoing_requests=32)
 class AvatarRegistry:
-    def __init__(self, data_dir: str, memory_items: int, disk_bytes: int, retention_s: float, clock=time.time):
+    def __init__(self, data_dir: str, memory_items: int, disk_bytes: int, retention_s: float,
+                 limits: MediaLimits = MediaLimits(), clock=time.time):  # fmt: skip
         root = Path(data_dir) / "avatars"
         memory = memory_items * _PREPARED_BYTES_PER_ITEM
         # Uploads, by id: expiry, tombstones, and the prepared variants to delete with them.
         self.media = Store(root, memory, disk_bytes, ".media", retention_s=retention_s, clock=clock)
         self.summaries = RecordStore(root)  # per prepared variant: its API summary
         self.prepared = Store(root, memory, disk_bytes, ".npz")
+        self.limits = limits  #: pixels per frame, frames x pixels, frame rate: checked before decoding
         self._lock = asyncio.Lock()
         self._default_media = DEFAULT_AVATAR_PATH.read_bytes()
 
@@ -90,7 +93,7 @@ class AvatarRegistry:
             async with self._lock:  # one preparation at a time; a second asker reuses it
                 ref, summary = self.prepared.get(key), self.summaries.get(key)
                 if ref is None or summary is None:
-                    avatar = await asyncio.to_thread(prepare_avatar, media, options, key)
+                    avatar = await asyncio.to_thread(prepare_avatar, media, options, key, self.limits)
                     summary = self.summaries.put(key, avatar.summary())
                     ref = self.prepared.put(key, await asyncio.to_thread(avatar.to_bytes))
         return AvatarVariant(key, ref, summary)

@@ -22,7 +22,7 @@ import numpy as np
 from ray import serve
 
 from wav2lip import cmaf
-from wav2lip.audio import final_frames, load_audio, melspectrogram
+from wav2lip.audio import decode_audio, final_frames, melspectrogram
 from wav2lip.keys import digest
 
 from .records import SpeechUpdate
@@ -69,10 +69,11 @@ class MediaWorker:
         claims the AAC frames the encoder has caught up with.
         """
         seconds: dict[str, float] = {}
+        clipped = [0]  #: samples the decode clipped to [-1, 1] (uploads)
         aac = cmaf.AacEncoder(aac_bitrate) if aac_bitrate else None
         try:
             parts: list[np.ndarray] = []
-            async for part in self._parts(audio, text, voice, rate, seconds):
+            async for part in self._parts(audio, text, voice, rate, seconds, clipped):
                 parts.append(part)
                 if aac is not None:
                     await asyncio.to_thread(aac.feed, part)
@@ -85,16 +86,18 @@ class MediaWorker:
             update = await self._update(samples, aac, fps, None, seconds)
             yield SpeechUpdate(update.known_samples, update.mel, True, update.aac, update.aac_frames,
                                self.kept.put(samples, samples.nbytes), digest(samples.tobytes()),
-                               seconds=dict(seconds))  # fmt: skip
+                               clipped_samples=clipped[0], seconds=dict(seconds))  # fmt: skip
         finally:
             if aac is not None:
                 await asyncio.to_thread(aac.abort)
 
-    async def _parts(self, audio, text, voice, rate, seconds: dict) -> AsyncIterator[np.ndarray]:
+    async def _parts(self, audio, text, voice, rate, seconds: dict, clipped: list) -> AsyncIterator[np.ndarray]:
         t = time.perf_counter()
-        if audio is not None:
-            yield await asyncio.to_thread(load_audio, audio, self.max_audio_s)
+        if audio is not None:  # non-finite samples are refused here; out-of-range ones clipped and counted
+            decoded = await asyncio.to_thread(decode_audio, audio, self.max_audio_s)
             seconds["decode"] = time.perf_counter() - t
+            clipped[0] = decoded.clipped_samples
+            yield decoded.samples
             return
         async for part in self.tts.options(stream=True).stream.remote(text, voice, rate):
             yield part

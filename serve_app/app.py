@@ -17,6 +17,7 @@ from actors.results import ResultStore
 from actors.streams import StreamRegistry
 from actors.tts import TTSWorker
 from wav2lip.errors import InvalidSettings
+from wav2lip.media_limits import MediaLimits
 
 from .personas import load_personas
 from .handles import Handles
@@ -82,7 +83,8 @@ def build_app(args: dict | Settings | None = None) -> Application:
     handles = Handles(
         worker=worker, media=media, combiner=combiner, results=results, tts=tts, streams=streams,
         avatars=AvatarRegistry.options(ray_actor_options=small).bind(
-            data, settings.avatar_memory_items, settings.avatar_disk_bytes, settings.retention_s),
+            data, settings.avatar_memory_items, settings.avatar_disk_bytes, settings.retention_s,
+            MediaLimits(max_frames=settings.avatar_max_frames, max_video_pixels=settings.avatar_max_video_pixels)),
         jobs=JobRegistry.options(ray_actor_options=small).bind(data, settings.job_stale_after_s),
     )  # fmt: skip
     return Ingress.options(

@@ -11,7 +11,7 @@ from .settings import Settings
 
 def video_response(spec: RenderSpec, settings: Settings, renderer: str, key: str, n_frames: int, chunks: int,
                    t_start: float, stages: dict | None = None, retries: int = 0, hit: bool = False,
-                   nodes: list[str] | None = None) -> VideoResponse:  # fmt: skip
+                   nodes: list[str] | None = None, clipped_samples: int = 0) -> VideoResponse:  # fmt: skip
     stages = stages or {}
     duration_s = n_frames / spec.fps
     total = time.perf_counter() - t_start
@@ -24,6 +24,6 @@ def video_response(spec: RenderSpec, settings: Settings, renderer: str, key: str
         video_generation_time=round(video_s, 4), optimization_level=spec.enc.name,
         speed_multiplier=round(duration_s / max(total, 1e-9), 3), target_achieved=total <= target,
         real_time_factor=round(total / duration_s, 4), cache_hit=hit, renderer=renderer,
-        stages={k: round(v, 4) for k, v in stages.items()}, nodes=nodes or [],
+        stages={k: round(v, 4) for k, v in stages.items()}, nodes=nodes or [], clipped_samples=clipped_samples,
     )  # fmt: skip
     return VideoResponse(video_id=key, url=f"/v1/videos/{key}", duration_s=duration_s, stats=stats)

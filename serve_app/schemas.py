@@ -154,6 +154,7 @@ class Stats(BaseModel):
         default_factory=dict, description="seconds: tts, decode, mel, render, model, encode, combine, first_chunk"
     )
     nodes: list[str] = Field(default_factory=list, description="Ray node ids whose workers rendered the chunks")
+    clipped_samples: int = Field(0, description="audio samples outside [-1, 1] that were clipped, as a player would")
 
 
 class JobAccepted(BaseModel):

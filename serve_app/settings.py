@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from wav2lip.media_limits import MAX_VIDEO_FRAMES, MAX_VIDEO_PIXELS
 from wav2lip.options import DEFAULT_PRESET, PRESETS, RenderOptions
 
 
@@ -112,6 +113,8 @@ class Settings(BaseSettings):
     result_memory_bytes: int = Field(256 * 1024 * 1024, ge=0)  #: object-store LRU budget
     result_disk_bytes: int = Field(2 * 1024**3, ge=0)  #: disk LRU budget (0 = unbounded)
     avatar_memory_items: int = Field(32, ge=1)  #: prepared avatars held in the object store
+    avatar_max_video_pixels: int = Field(MAX_VIDEO_PIXELS, gt=0)  #: an avatar video's frames x pixels (decoded memory)
+    avatar_max_frames: int = Field(MAX_VIDEO_FRAMES, gt=0)  #: frames kept of an avatar video
     avatar_disk_bytes: int = Field(2 * 1024**3, ge=0)  #: disk budget of uploads and prepared avatars, each (0 = unbounded)
 
     @model_validator(mode="after")

@@ -122,7 +122,7 @@ class StreamFlow:
                 async def planned(n_frames: int, chunks: int) -> None:
                     await self.registry.plan.remote(stream_id, chunks, n_frames / spec.fps)
 
-                return await dispatch.finish(final, planner, planned), final.seconds
+                return await dispatch.finish(final, planner, planned), final
             finally:
                 dispatch.close()  # the publisher stops after the last chunk; an error surfaces when it awaits us
 
@@ -136,19 +136,19 @@ class StreamFlow:
                     stages["first_fragment"] = time.perf_counter() - t_start
                     self.metrics.first_fragment_seconds.observe(stages["first_fragment"])
                 nodes.add(result.node_id)
-            n_frames, speech_seconds = await producer
+            n_frames, final = await producer
         except BaseException:
             producer.cancel()
             dispatch.cancel()
             raise
-        stages.update(speech_seconds, render=time.perf_counter() - t_video)
+        stages.update(final.seconds, render=time.perf_counter() - t_video)
         total = len(dispatch.jobs)
         record = {"chunks": total, "nodes": sorted(nodes), "n_frames": n_frames, "fps": spec.fps}
         t = time.perf_counter()
         await self.h.combiner.finish_stream.remote(stream_id, total, record)
         stages["combine"] = time.perf_counter() - t
         response = video_response(spec, self.settings, info["renderer"], stream_id, n_frames, total, t_start, stages,
-                                  dispatch.retries, nodes=sorted(nodes))  # fmt: skip
+                                  dispatch.retries, nodes=sorted(nodes), clipped_samples=final.clipped_samples)  # fmt: skip
         log.info("stream %s: %d fragments, first after %.2f s, all after %.2f s", stream_id, total,
                  stages["first_fragment"], response.stats.total_processing_time)  # fmt: skip
         return response.stats.model_dump()

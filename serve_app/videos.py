@@ -143,7 +143,8 @@ class VideoFlow:
         finally:
             self._inflight.pop(key, None)
         response = video_response(spec, self.settings, info["renderer"], key, n_frames, len(results), dispatch.t_start,
-                                  stages, dispatch.retries, nodes=worked["nodes"])  # fmt: skip
+                                  stages, dispatch.retries, nodes=worked["nodes"],
+                                  clipped_samples=final.clipped_samples)  # fmt: skip
         log.info("request %s: %d chunks, %.2f s (rtf %.2f)", spec.request_id, len(results),
                  response.stats.total_processing_time, response.stats.real_time_factor)  # fmt: skip
         return response

@@ -135,3 +135,33 @@ def test_admission_happens_at_the_door(url, speech_clips):
         refused = list(pool.map(bad_stream, range(6)))
     assert [r.status_code for r in refused] == [422] * 6, [(r.status_code, r.text) for r in refused]
     assert {r.json()["error"] for r in refused} == {"undecodable_audio"}
+
+
+def _float_wav(samples) -> bytes:
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, samples, 16000, format="WAV", subtype="FLOAT")
+    return buf.getvalue()
+
+
+def test_audio_samples_that_are_not_sane_numbers(url):
+    """Decided at decode time: finite samples beyond [-1, 1] are clipped (and counted in the
+    stats), NaN/inf refused with a 422, for whole videos and streams alike."""
+    import numpy as np
+
+    t = np.arange(32000) / 16000
+    loud = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    loud[[100, 5000, 20000]] = 1e10
+    r = httpx.post(f"{url}/v1/videos", files={"audio": ("a.wav", _float_wav(loud), "audio/wav")}, timeout=180)
+    assert r.status_code == 200, r.text
+    assert r.json()["stats"]["clipped_samples"] == 3
+    for bad in (np.nan, np.inf):
+        broken = loud.copy()
+        broken[777] = bad
+        for path in ("/v1/videos", "/v1/streams"):
+            r = httpx.post(url + path, files={"audio": ("a.wav", _float_wav(broken), "audio/wav")}, timeout=60)
+            assert r.status_code == 422 and r.json()["error"] == "undecodable_audio", r.text
+            assert "0x" not in r.json()["message"]  # no addresses or ffmpeg internals
