@@ -76,7 +76,8 @@ class AvatarRegistry:
         except NotFound:  # gone (expired or evicted): uploaded again, so alive again
             known = None
         variants = sorted(set((known or {}).get("variants", [])) | {variant.key})
-        self.media.put(avatar_id, media, kind="avatar", variants=variants)
+        summary = variant.summary if options == AvatarOptions() else (known or {}).get("summary")
+        self.media.put(avatar_id, media, kind="avatar", variants=variants, summary=summary)
         return variant, self._record(avatar_id, variant.summary)
 
     def _remember_variant(self, avatar_id: str, key: str) -> None:
@@ -102,10 +103,12 @@ class AvatarRegistry:
         return self._record(avatar_id, (await self.variant(avatar_id, AvatarOptions())).summary)
 
     async def list(self) -> list[dict]:
+        """Every live avatar, from the summaries kept with the uploads (no avatar is loaded)."""
         out = [await self.describe(DEFAULT_AVATAR_ID)]
         for avatar_id in self.media.live_keys():
+            summary = (self.media.meta.get(avatar_id) or {}).get("summary")
             try:
-                out.append(await self.describe(avatar_id))
+                out.append(self._record(avatar_id, summary) if summary else await self.describe(avatar_id))
             except NotFound:  # expired (or lost) since listed
                 continue
         return out

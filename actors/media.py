@@ -23,6 +23,8 @@ from ray import serve
 
 from wav2lip import cmaf
 from wav2lip.audio import decode_audio, final_frames, melspectrogram
+from wav2lip.errors import InputTooLarge
+from wav2lip.hparams import SAMPLE_RATE
 from wav2lip.keys import digest
 
 from .records import SpeechUpdate
@@ -99,7 +101,12 @@ class MediaWorker:
             clipped[0] = decoded.clipped_samples
             yield decoded.samples
             return
+        spoken = 0
         async for part in self.tts.options(stream=True).stream.remote(text, voice, rate):
+            spoken += len(part)
+            if spoken > self.max_audio_s * SAMPLE_RATE:  # text is capped by characters; its speech by this
+                raise InputTooLarge(f"the speech of this text lasts over {self.max_audio_s:g} s, the limit; "
+                                    "send a shorter text")  # fmt: skip
             yield part
         seconds["tts"] = time.perf_counter() - t
 

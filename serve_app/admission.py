@@ -30,6 +30,26 @@ class Slot:
         self.release()
 
 
+class Lease:
+    """A render's claim on a slot, taken only once it is known to render (``take``): a request
+    answered from the store, or joining the same render under way, never takes one."""
+
+    def __init__(self, admission: Admission, slot: Slot | None = None):
+        self.admission = admission
+        self.slot = slot
+
+    def take(self) -> None:
+        if self.slot is None:
+            self.slot = self.admission.reserve()
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.slot is not None:
+            self.slot.release()
+
+
 class Admission:
     def __init__(self, limit: int, retry_after_s: int, metrics: ServiceMetrics):
         self.limit = limit

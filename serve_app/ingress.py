@@ -55,6 +55,8 @@ api = FastAPI(
     title="Wav2Lip talking-head service",
     version="1.0.0",
     description="Text or audio in, a lip-synced MP4 of an avatar out. Errors are JSON {error, message}.",
+    # no 307 to the same path with a slash added: its Location would be built from the client's Host header
+    redirect_slashes=False,
     responses={s: {"model": ErrorBody} for s in sorted(set(STATUS.values()) | {400, 401, 403, 416, 422})},
 )
 install_error_handlers(api)

@@ -18,7 +18,7 @@ from actors.records import CombineJob, SegmentsLost, SpeechUpdate
 from wav2lip.errors import Expired, NotFound, Wav2LipError
 from wav2lip.keys import request_key, result_key
 
-from .admission import Slot
+from .admission import Lease, Slot
 from .dispatch import Dispatch, Progress
 from .errors import RenderFailed
 from .flow import FlowContext
@@ -42,9 +42,10 @@ class VideoFlow:
         self._inflight: dict[str, asyncio.Future] = {}  #: result key -> (n_frames, chunks) once done
 
     async def generate(self, req: VideoRequest, progress: Progress | None = None, slot: Slot | None = None) -> VideoResponse:
-        """Render ``req`` (or answer from the store), holding an admission slot meanwhile."""
-        with slot or self.admission.reserve():
-            response = await self._generate(req, progress)
+        """Render ``req`` (or answer from the store), holding an admission slot while it renders
+        (``slot``: one a job was admitted with)."""
+        with Lease(self.admission, slot) as lease:
+            response = await self._generate(req, progress, lease)
         stats = response.stats
         self.metrics.observe(stats.total_processing_time, stats.real_time_factor, stats.cache_hit, stats.renderer,
                              stats.chunk_retries)  # fmt: skip
@@ -56,7 +57,7 @@ class VideoFlow:
             raise NotFound(f"video {video_id} does not exist (or has expired)")
         return await stored.video.get()
 
-    async def _generate(self, req: VideoRequest, progress: Progress | None) -> VideoResponse:
+    async def _generate(self, req: VideoRequest, progress: Progress | None, lease: Lease) -> VideoResponse:
         t_start = time.perf_counter()
         spec = resolve(req, self.settings, self.personas)
         info = await self.dispatcher.renderer()
@@ -78,6 +79,8 @@ class VideoFlow:
                      and not await self.h.tts.is_cached.remote(req.text, spec.voice, spec.rate))  # fmt: skip
         planner = VideoChunks(spec.fps, spec.chunk_s, req.enable_parallel, self.settings.single_chunk_below_s,
                               self.settings.max_chunks, pipelined)  # fmt: skip
+        if pipelined:
+            lease.take()  # chunks go out before the result key is known
         dispatch = self.dispatcher.start(spec, avatar, progress=progress, t_start=t_start)
         try:
             updates = self.h.media.options(stream=True).speech.remote(req.audio, req.text, spec.voice, spec.rate,
@@ -88,6 +91,7 @@ class VideoFlow:
             if done is not None:
                 dispatch.cancel()
                 return done
+            lease.take()
             return await self._render(spec, info, dispatch, planner, final, key, alias)
         except BaseException:
             dispatch.cancel()

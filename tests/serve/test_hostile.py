@@ -20,12 +20,13 @@ pytestmark = pytest.mark.timeout(300)
 UPLOAD_TIMEOUT_S = 2.0
 PENDING = 3  #: renders admitted by the ingress replica at once
 UPLOADS = 8  #: request bodies received at once
+MAX_AUDIO_S = 6.0
 
 
 @pytest.fixture(scope="module")
 def url(ray_cluster, tmp_path_factory):
     deploy(Settings(workers=1, worker_gpus=0.5, data_dir=tmp_path_factory.mktemp("hostile"), max_uploads=UPLOADS,
-                    upload_timeout_s=UPLOAD_TIMEOUT_S, max_pending_requests=PENDING, render=RenderSettings(threads=1)))
+                    upload_timeout_s=UPLOAD_TIMEOUT_S, max_pending_requests=PENDING, max_audio_s=MAX_AUDIO_S, render=RenderSettings(threads=1)))
     return ray_cluster
 
 
@@ -165,3 +166,23 @@ def test_audio_samples_that_are_not_sane_numbers(url):
             r = httpx.post(url + path, files={"audio": ("a.wav", _float_wav(broken), "audio/wav")}, timeout=60)
             assert r.status_code == 422 and r.json()["error"] == "undecodable_audio", r.text
             assert "0x" not in r.json()["message"]  # no addresses or ffmpeg internals
+
+
+def test_every_path_to_a_long_output_meets_the_audio_limit(url):
+    """Text is capped by characters, and its speech by ``max_audio_s`` like an upload: digits
+    read out one by one make a long answer from a short text."""
+    digits = " ".join("4817 2093 5561" for _ in range(12))  # ~170 characters, far more than 6 s of speech
+    t0 = time.monotonic()
+    r = httpx.post(f"{url}/v1/videos", data={"text": digits}, timeout=180)
+    assert r.status_code == 413 and r.json()["error"] == "input_too_large", r.text
+    assert f"{MAX_AUDIO_S:g} s" in r.json()["message"]
+    print(f"\nlong text refused after {time.monotonic() - t0:.2f} s")  # for docs/reliability.md (pytest -s)
+
+
+def test_small_edge_cases(url, small_avatar):
+    slash = httpx.get(f"{url}/v1/avatars/", headers={"host": "evil.example"}, timeout=30, follow_redirects=False)
+    assert slash.status_code == 404 and "location" not in slash.headers and slash.json()["error"] == "not_found"
+    record = httpx.post(f"{url}/v1/avatars", files={"avatar": ("f.png", small_avatar.read_bytes(), "image/png")},
+                        timeout=120).json()  # fmt: skip
+    listed = {a["avatar_id"]: a for a in httpx.get(f"{url}/v1/avatars", timeout=30).json()}
+    assert listed[record["avatar_id"]] == record and "default" in listed
