@@ -9,6 +9,8 @@ shows), one worker, the 60 s fixture, warm, distinct audio per run. For a whole 
 replica process of the app (found by the process title Ray gives them):
 
 * CPU seconds (user + system, the process and the children it waited for: ffmpeg);
+* the same CPU figure over an idle stretch as long as the run (Serve's own replica
+  housekeeping: health checks, metrics, long polls), reported beside it;
 * bytes read by the ingress process (``rchar``: sockets and files). The request's own
   upload is read once on its way in and is reported beside it; everything above that
   came from other deployments (segments, videos, arrays) or the Ray runtime.
@@ -65,11 +67,14 @@ def _snapshot(pids: dict[str, int]) -> dict:
     return {"cpu": {name: _cpu_s(pid) for name, pid in pids.items()}, "ingress_rchar": _rchar(pids["Ingress"])}
 
 
-def _delta(before: dict, after: dict, output_s: float, upload_bytes: int) -> dict:
+def _delta(before: dict, after: dict, output_s: float, upload_bytes: int, wall_s: float, idle_cpu_s: float) -> dict:
     cpu = {name: after["cpu"][name] - before["cpu"][name] for name in before["cpu"] if name in after["cpu"]}
     received = after["ingress_rchar"] - before["ingress_rchar"]
     return {
         "output_s": output_s,
+        "wall_s": round(wall_s, 2),
+        "ingress_idle_cpu_s": round(idle_cpu_s, 3),
+        "ingress_cpu_ms_per_output_s_beyond_idle": round(1000 * (cpu.get("Ingress", 0.0) - idle_cpu_s) / output_s, 2),
         "cpu_s": {k: round(v, 3) for k, v in sorted(cpu.items())},
         "ingress_cpu_ms_per_output_s": round(1000 * cpu.get("Ingress", 0.0) / output_s, 2),
         "all_cpu_s_per_output_s": round(sum(cpu.values()) / output_s, 4),
@@ -96,7 +101,7 @@ def run(quick: bool = False) -> dict:
                 measured = []
                 for i in range(runs):
                     body = _variant(samples, (10 if kind == "render" else 20) + i)
-                    before = _snapshot(pids)
+                    before, t0 = _snapshot(pids), time.perf_counter()
                     r = client.post(path, files={"audio": ("a.wav", body, "audio/wav")})
                     r.raise_for_status()
                     if kind == "stream":
@@ -104,7 +109,11 @@ def run(quick: bool = False) -> dict:
                         while (status := client.get(status_url).json()["status"]) in ("starting", "rendering"):
                             time.sleep(_POLL_S)
                         assert status == "complete", status
-                    measured.append(_delta(before, _snapshot(pids), output_s, len(body)))
+                    after, wall_s = _snapshot(pids), time.perf_counter() - t0
+                    idle_from = _cpu_s(pids["Ingress"])
+                    time.sleep(wall_s)  # the same stretch with nothing to do
+                    idle_cpu_s = _cpu_s(pids["Ingress"]) - idle_from
+                    measured.append(_delta(before, after, output_s, len(body), wall_s, idle_cpu_s))
                 results[kind] = min(measured, key=lambda m: m["ingress_cpu_ms_per_output_s"])
     return results
 
@@ -113,10 +122,12 @@ def print_results(results: dict) -> None:
     rows = []
     for kind in ("render", "stream"):
         m = results[kind]
-        rows.append([kind, m["cpu_s"].get("Ingress"), m["ingress_cpu_ms_per_output_s"], m["all_cpu_s_per_output_s"],
+        rows.append([kind, m["wall_s"], m["cpu_s"].get("Ingress"), m["ingress_idle_cpu_s"], m["ingress_cpu_ms_per_output_s"],
+                     m["ingress_cpu_ms_per_output_s_beyond_idle"], m["all_cpu_s_per_output_s"],
                      m["ingress_bytes_beyond_upload"], m["upload_bytes"]])  # fmt: skip
     print_table(f"ingress cost, {results['audio_s']:.0f} s output, weights-free renderer",
-                ["flow", "ingress CPU s", "ingress CPU ms / output s", "all replicas CPU s / output s",
+                ["flow", "wall s", "ingress CPU s", "same time idle, CPU s", "ingress CPU ms / output s",
+                 "beyond idle, ms / output s", "all replicas CPU s / output s",
                  "ingress bytes read beyond the upload", "upload bytes"], rows)  # fmt: skip
     for kind in ("render", "stream"):
         print(f"{kind}: CPU seconds per replica: {results[kind]['cpu_s']}")

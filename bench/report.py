@@ -216,9 +216,9 @@ def ingress_section(data: dict) -> list[str]:
         run = json.loads(path.read_text())
         for kind in ("render", "stream"):
             m = run["results"][kind]
-            rows.append([run["machine"].get("git_commit"), kind, m["cpu_s"].get("Ingress"),
-                         m["ingress_cpu_ms_per_output_s"], m["all_cpu_s_per_output_s"],
-                         m["ingress_bytes_beyond_upload"], path.name])  # fmt: skip
+            rows.append([run["machine"].get("git_commit"), kind, m["cpu_s"].get("Ingress"), m.get("ingress_idle_cpu_s"),
+                         m["ingress_cpu_ms_per_output_s"], m.get("ingress_cpu_ms_per_output_s_beyond_idle"),
+                         m["all_cpu_s_per_output_s"], m["ingress_bytes_beyond_upload"], path.name])  # fmt: skip
     r = data["results"]
     return [f"## Ingress cost per output second ({r['audio_s']:.0f} s answer, weights-free renderer, one worker)",
             "CPU seconds of the ingress replica process (and of all replicas together) over one render or "
@@ -226,8 +226,9 @@ def ingress_section(data: dict) -> list[str]:
             "other deployments' replies, the Ray runtime). Targets: ingress ≤ 3 ms per output second, all "
             "replicas ≤ 110% of the first row's, no segment or video bytes into the ingress.",
             format_table("Runs, oldest first (commit of the code measured)",
-                         ["commit", "flow", "ingress CPU s", "ingress CPU ms / output s",
-                          "all replicas CPU s / output s", "ingress bytes read beyond the upload", "file"], rows),
+                         ["commit", "flow", "ingress CPU s", "same time idle, CPU s", "ingress CPU ms / output s",
+                          "beyond idle, ms / output s", "all replicas CPU s / output s",
+                          "ingress bytes read beyond the upload", "file"], rows),
             _source(data)]  # fmt: skip
 
 
