@@ -45,7 +45,7 @@ def replica_pids() -> dict[str, int]:
         except OSError:
             continue
         if _TITLE in cmdline:
-            name = cmdline.split(_TITLE, 1)[1].split()[0].split("\x00")[0]
+            name = cmdline.split(_TITLE, 1)[1].split()[0].split("\x00")[0].split(".")[0]  # "Ingress.method" while busy
             found.setdefault(name, int(entry))
     return found
 
