@@ -50,7 +50,7 @@ from wav2lip import (
 )
 from wav2lip.encode import SegmentEncoder, segment_format
 from wav2lip.fallback import FallbackGenerator
-from wav2lip.render import DEFAULT_BATCH, resolve_precision
+from wav2lip.render import DEFAULT_BATCH
 
 from .common import DATA_DIR, Stopwatch, machine_info, print_table, resolve_device, write_result
 
@@ -304,7 +304,7 @@ def run(device: str | None = None, quick: bool = False) -> dict:
             "avatar": {"width": avatar.width, "height": avatar.height, "cache_payload_bytes": payload_bytes},
             "avatar_cache_load_s": cache_s,
             "default_batch": DEFAULT_BATCH[device],
-            "auto_precision": resolve_precision("auto", torch.device(device)),
+            "auto_selection": Renderer(_generator("wav2lip", checkpoint), RenderOptions(device=device)).selection,
             "quick": quick,
             "repeats": repeats,  #: best of this many runs per figure
             "renders": [],
@@ -313,6 +313,7 @@ def run(device: str | None = None, quick: bool = False) -> dict:
             print(f"bench engine: rendering {kind} {precision} on {device} ...", file=sys.stderr, flush=True)
             results["renders"].append(full_render(kind, precision, device, checkpoint, avatar, mel, n_frames, tmp, repeats))
         print("bench engine: model-only sweep ...", file=sys.stderr, flush=True)
+        results["auto_precision"] = results["auto_selection"]["precision"]
         precisions = (results["auto_precision"],) if quick else SWEEP_PRECISIONS[device]
         batches = QUICK_SWEEP_BATCHES[device] if quick else SWEEP_BATCHES[device]
         results["model_sweep"] = model_sweep(device, checkpoint, avatar, mel, batches, precisions, repeats)

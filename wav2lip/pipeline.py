@@ -24,6 +24,7 @@ from .encode import SegmentEncoder, combine_segments, segment_format
 from .hparams import SAMPLE_RATE
 from .options import AvatarOptions, EncodeOptions, RenderOptions
 from .render import Renderer
+from .selection import describe
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class RenderResult:
     precision: str
     device: str
     seconds: dict[str, float] = field(default_factory=dict)
+    selection: dict = field(default_factory=dict)  #: ``Renderer.selection``: what was picked and why
 
     @property
     def total_s(self) -> float:
@@ -98,6 +100,7 @@ class RenderResult:
         return (
             f"{self.path}: {self.n_frames} frames at {self.fps:g} fps ({self.duration_s:.2f} s) in {self.total_s:.2f} s "
             f"[{stages}] real-time factor {rtf:.2f}, renderer {self.renderer} ({self.device}, {self.precision})"
+            + (f"\nprecision {describe(self.selection)}" if self.selection else "")
         )
 
 
@@ -155,5 +158,5 @@ def lip_sync(
     seconds["total"] = time.perf_counter() - t_start
     return RenderResult(
         out, n_frames, rate, n_frames / rate, len(samples) / SAMPLE_RATE, renderer.kind, renderer.model_id,
-        renderer.precision, str(renderer.device), seconds,
+        renderer.precision, str(renderer.device), seconds, renderer.selection,
     )  # fmt: skip
