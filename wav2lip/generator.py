@@ -57,3 +57,22 @@ def generator_spec(generator: torch.nn.Module) -> GeneratorSpec:
         uses_positions=bool(getattr(generator, "uses_positions", False)),
         has_weights=next(generator.parameters(), None) is not None if isinstance(generator, torch.nn.Module) else True,
     )
+
+
+def model_inputs(crops, windows, device: torch.device, crop_size: int = IMG_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """The generator's float32 inputs from (B, S, S, 3) uint8 crops and (B, mels, steps) windows.
+
+    As the official inference makes them: face (B, 6, S, S) = lower-half-masked crop +
+    crop in [0, 1], channels_last-strided; audio (B, 1, mels, steps) with the official
+    strides (its ``np.transpose`` of a (B, mels, steps, 1) array): with one channel both
+    layouts count as contiguous, yet the strides steer the conv kernel choice.
+    """
+    import numpy as np
+
+    face = torch.from_numpy(crops).to(device, non_blocking=True)
+    face = face.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)  # NCHW view, channels_last memory
+    masked = face.clone()
+    masked[:, :, crop_size // 2 :] = 0
+    face_in = torch.cat((masked, face), dim=1).contiguous(memory_format=torch.channels_last)
+    audio = torch.from_numpy(np.ascontiguousarray(windows).reshape(*windows.shape, 1)).permute(0, 3, 1, 2)
+    return audio.to(device, non_blocking=True), face_in

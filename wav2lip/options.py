@@ -14,7 +14,10 @@ from .hparams import DEFAULT_PADS
 
 #: "auto" (chosen by measurement, wav2lip/selection.py) or a mode of wav2lip/backends: "fp32" is
 #: the official layout, bit for bit; the others trade exactness for speed.
-PRECISIONS = ("auto", "fp32", "fp32-fast", "bf16", "fp16", "openvino-fp32", "openvino-bf16")
+PRECISIONS = ("auto", "fp32", "fp32-fast", "bf16", "fp16", "openvino-fp32", "openvino-bf16", "onnx-fp32", "int8")
+#: dB, PSNR against fp32 on held-out frames below which int8 is refused at load.
+INT8_FLOOR_DB = 35.0
+REFUSAL_POLICIES = ("error", "next")
 #: dB, PSNR against fp32 on the same inputs below which "auto" never picks a mode.
 ACCURACY_FLOOR_DB = 30.0
 #: Seconds the measurement behind "auto" may take (once per machine + model + libraries).
@@ -36,6 +39,8 @@ class RenderOptions:
     selection_budget_s: float = SELECTION_BUDGET_S  #: bound on the measurement behind "auto"
     selection_dir: str = SELECTION_DIR  #: verdicts shared by every worker on the machine
     candidates: tuple[str, ...] = ()  #: modes "auto" may pick; () = every mode available here
+    int8_floor_db: float = INT8_FLOOR_DB  #: int8 below this against fp32 is refused
+    on_refusal: str = "error"  #: a refused mode: "error" raises PrecisionRefused; "next" logs and uses auto
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -47,6 +52,10 @@ class RenderOptions:
             raise InvalidSettings(f"unknown candidate mode {unknown[0]!r}; choose from {PRECISIONS[1:]}")
         if not 0 <= self.accuracy_floor_db <= 200:
             raise InvalidSettings(f"accuracy_floor_db must be 0..200, not {self.accuracy_floor_db}")
+        if self.on_refusal not in REFUSAL_POLICIES:
+            raise InvalidSettings(f"on_refusal must be one of {REFUSAL_POLICIES}, not {self.on_refusal!r}")
+        if not 0 <= self.int8_floor_db <= 200:
+            raise InvalidSettings(f"int8_floor_db must be 0..200, not {self.int8_floor_db}")
         if not 0 <= self.selection_budget_s <= 600:
             raise InvalidSettings(f"selection_budget_s must be 0..600, not {self.selection_budget_s}")
 

@@ -17,7 +17,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .audio import frame_count, load_audio, melspectrogram
+from .accuracy import CALIBRATION_FRAMES, HELD_OUT_FRAMES
+from .audio import frame_count, load_audio, mel_windows, melspectrogram
 from .avatar import DEFAULT_AVATAR_PATH, Avatar, prepare_avatar
 from .checkpoint import find_checkpoint, load_checkpoint
 from .encode import SegmentEncoder, combine_segments, segment_format
@@ -136,8 +137,10 @@ def lip_sync(
         opts = avatar_options or AvatarOptions(resize_factor=enc.resize_factor)
         face = prepare_avatar(face if face is not None else DEFAULT_AVATAR_PATH, opts)
     seconds["avatar"] = time.perf_counter() - t
-    renderer = Renderer(generator if generator is not None else load_generator(checkpoint), render)
     rate = output_fps(face, enc, fps)
+    n_cal = CALIBRATION_FRAMES + HELD_OUT_FRAMES  # int8 calibrates on this render's own crops and windows
+    calibration = (face.crops[face.frame_indices(0, n_cal, loop)], mel_windows(mel, rate, 0, n_cal))
+    renderer = Renderer(generator if generator is not None else load_generator(checkpoint), render, calibration)
     n_frames = frame_count(len(samples), rate)
     done = [0]
 

@@ -23,9 +23,10 @@ import torch
 
 from .audio import mel_windows
 from .avatar import Avatar
-from .backends import build_backend, check_mode
+from .accuracy import prepare
+from .backends import check_mode
 from .errors import InvalidSettings, RenderError
-from .generator import generator_spec
+from .generator import generator_spec, model_inputs
 from .options import RenderOptions
 from .paste import paste_faces
 from .selection import DEFAULT_BATCH, describe, select
@@ -53,7 +54,9 @@ class Renderer:
     the constructor chooses by measurement, or reads the verdict kept on disk.
     """
 
-    def __init__(self, generator: torch.nn.Module, options: RenderOptions = RenderOptions()):
+    def __init__(self, generator: torch.nn.Module, options: RenderOptions = RenderOptions(),
+                 calibration: tuple[np.ndarray, np.ndarray] | None = None):
+        """``calibration``: (crops, windows) of a real render for int8 (default: the shipped avatar and speech)."""
         self.device = resolve_device(options.device)
         if options.precision != "auto":
             check_mode(options.precision, self.device)
@@ -63,34 +66,27 @@ class Renderer:
         self.kind: str = self.spec.kind
         self.model_id: str = self.spec.model_id or self.kind
         #: What was picked and why: precision, batch_size, source (measured / cached / explicit /
-        #: fixed), reason, and the measured figures (ms per frame, PSNR vs fp32 per mode).
-        self.selection: dict = select(generator, self.spec, self.device, options)
+        #: fixed), reason, the measured figures (ms per frame, PSNR vs fp32 per mode) and, when a
+        #: mode asked for was refused, ``refused`` (which, and why).
+        self.backend, self.selection = prepare(generator, self.spec, self.device, options, calibration,
+                                               Path(options.selection_dir).expanduser())  # fmt: skip
         self.precision: str = self.selection["precision"]
         self.batch_size: int = self.selection["batch_size"]
         log.info("renderer %s on %s: %s", self.kind, self.device, describe(self.selection))
-        self.backend = build_backend(self.precision, generator, self.device, Path(options.selection_dir).expanduser())
         self.model = getattr(self.backend, "model", generator)
-        self._half = self.spec.crop_size // 2
 
     def describe(self) -> dict:
         """A plain dict for health and status pages: mode, backend, batch size and why."""
         return {"renderer": self.kind, "model_id": self.model_id, "device": str(self.device),
                 "precision": self.precision, "backend": self.backend.__class__.__name__,
                 "batch_size": self.batch_size, **{k: self.selection[k] for k in ("source", "reason", "figures",
-                                                                                   "batch_figures", "seconds")}}  # fmt: skip
+                                                                                   "batch_figures", "seconds")},
+                "refused": self.selection.get("refused")}  # fmt: skip
 
     @torch.inference_mode()
     def predict(self, crops: np.ndarray, windows: np.ndarray) -> np.ndarray:
         """(B, 96, 96, 3) uint8 predicted faces from crops (B, 96, 96, 3) uint8 and windows (B, 80, 16)."""
-        face = torch.from_numpy(crops).to(self.device, non_blocking=True)
-        face = face.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)  # NCHW view, channels_last memory
-        masked = face.clone()
-        masked[:, :, self._half :] = 0
-        face_in = torch.cat((masked, face), dim=1).contiguous(memory_format=torch.channels_last)
-        # (B, 1, 80, 16) with the official strides (1280, 1, 16, 1), its np.transpose of a (B, 80, 16, 1)
-        # array: with one channel both layouts count as contiguous, yet the strides steer the kernel choice.
-        audio = torch.from_numpy(np.ascontiguousarray(windows).reshape(*windows.shape, 1)).permute(0, 3, 1, 2)
-        audio = audio.to(self.device, non_blocking=True)
+        audio, face_in = model_inputs(crops, windows, self.device, self.spec.crop_size)
         try:
             out = self.backend(audio, face_in)
         except RuntimeError as exc:

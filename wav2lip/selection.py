@@ -219,6 +219,9 @@ def select(generator, spec: GeneratorSpec, device: torch.device, options: Render
         else [options.precision]  # fmt: skip
     if not auto and options.batch_size:
         return _verdict(options.precision, options.batch_size, "explicit", "precision and batch size were given", {})
+    if not auto and MODES[options.precision].checked_at_load:  # needs calibration: checked at load, not timed
+        return _verdict(options.precision, DEFAULT_BATCH[device.type], "explicit",
+                        f"precision {options.precision} was given; default batch size", {})  # fmt: skip
     if not candidates:
         candidates = ["fp32"]
     batches = (options.batch_size,) if options.batch_size else BATCHES[device.type]

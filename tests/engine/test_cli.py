@@ -101,3 +101,14 @@ def test_bad_audio(tmp_path):
     assert proc.stderr.startswith("error: ")
     assert "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["speech.wav"]
+
+
+def test_int8_refusal_exits_with_the_reason(tmp_path, short_wav, random_checkpoint):
+    """int8 on the random weights is far from fp32 (~32 dB here): the CLI refuses, writes nothing."""
+    pytest.importorskip("onnx")
+    proc = cli(tmp_path, "--audio", short_wav, "--out", "int8.mp4", "--checkpoint", random_checkpoint, "--resize_factor",
+               "4", "--precision", "int8", "--quiet")  # fmt: skip
+    assert proc.returncode == 2
+    assert "error: precision int8 refused" in proc.stderr and "below the 35 dB floor" in proc.stderr
+    assert "Traceback" not in proc.stderr and "WARNING" not in proc.stderr
+    assert not (tmp_path / "int8.mp4").exists()

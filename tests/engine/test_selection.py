@@ -25,6 +25,7 @@ TINY = 4  #: frames per measured call: selection in tests stays well under a sec
 
 def options(tmp_path, **kw) -> RenderOptions:
     kw.setdefault("candidates", ("fp32", "bf16"))
+    kw.setdefault("selection_budget_s", 60.0)  # tiny batches: the budget only matters on a machine busy with other tests
     return RenderOptions(device="cpu", batch_size=TINY, selection_dir=str(tmp_path), **kw)
 
 

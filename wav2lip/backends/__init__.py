@@ -34,6 +34,8 @@ class Mode:
     dtype: str  #: "fp32", "bf16", "fp16": the arithmetic of the convolutions
     devices: tuple[str, ...]  #: device types it runs on
     exact: bool = False  #: bit-for-bit the official inference (only "fp32")
+    auto: bool = True  #: a candidate of "auto"; False: only when asked for by name
+    checked_at_load: bool = False  #: calibrated and checked against fp32 each time it loads
 
 
 #: Every mode, the exact one first. Near-ties in selection go to the higher measured PSNR.
@@ -44,17 +46,23 @@ MODES: dict[str, Mode] = {m.name: m for m in (
     Mode("fp16", "torch", "fp16", ("cpu", "cuda")),  # CPU: autocast; CUDA: fp16 weights
     Mode("openvino-fp32", "openvino", "fp32", ("cpu",)),
     Mode("openvino-bf16", "openvino", "bf16", ("cpu",)),
+    Mode("onnx-fp32", "onnxruntime", "fp32", ("cpu",)),
+    # Static QDQ quantisation calibrated on real renders: opt-in, refused below its own floor.
+    Mode("int8", "onnxruntime", "int8", ("cpu",), auto=False, checked_at_load=True),
 )}  # fmt: skip
+#: The Python packages each library needs (ONNX Runtime needs onnx to export the module).
+_PACKAGES = {"torch": (), "openvino": ("openvino",), "onnxruntime": ("onnxruntime", "onnx")}
 MODE_NAMES = tuple(MODES)
 
 
 def library_installed(library: str) -> bool:
-    return library == "torch" or importlib.util.find_spec(library) is not None
+    return all(importlib.util.find_spec(package) is not None for package in _PACKAGES[library])
 
 
-def available_modes(device: torch.device) -> list[str]:
-    """The modes that can run on ``device`` with the libraries installed here."""
-    return [m.name for m in MODES.values() if device.type in m.devices and library_installed(m.library)]
+def available_modes(device: torch.device, auto_only: bool = True) -> list[str]:
+    """The modes that can run on ``device`` with the libraries installed here (``auto_only``: auto's candidates)."""
+    return [m.name for m in MODES.values()
+            if device.type in m.devices and library_installed(m.library) and (m.auto or not auto_only)]  # fmt: skip
 
 
 def check_mode(name: str, device: torch.device) -> Mode:
@@ -65,13 +73,21 @@ def check_mode(name: str, device: torch.device) -> Mode:
     if device.type not in mode.devices:
         raise InvalidSettings(f"precision {name} runs on {'/'.join(mode.devices)}, not on {device.type}")
     if not library_installed(mode.library):
-        raise InvalidSettings(f"precision {name} needs the {mode.library} package, which is not installed")
+        raise InvalidSettings(f"precision {name} needs {' and '.join(_PACKAGES[mode.library])}, not installed here")
     return mode
 
 
-def build_backend(name: str, generator: torch.nn.Module, device: torch.device, cache_dir: Path | None = None) -> Backend:
-    """The generator ready to run in mode ``name`` (torch modes convert it in place)."""
+def build_backend(name: str, generator: torch.nn.Module, device: torch.device, cache_dir: Path | None = None,
+                  calibration: tuple[torch.Tensor, torch.Tensor] | None = None) -> Backend:
+    """The generator ready to run in mode ``name`` (torch modes convert it in place).
+
+    ``calibration``: (audio, face) model inputs for a quantised mode.
+    """
     mode = check_mode(name, device)
+    if mode.library == "onnxruntime":
+        from .ort import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(mode, generator, calibration)
     if mode.library == "openvino":
         from .ov import OpenVinoBackend
 
@@ -83,12 +99,14 @@ def build_backend(name: str, generator: torch.nn.Module, device: torch.device, c
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries behind the available modes (part of the verdict key)."""
-    versions = {"torch": torch.__version__}
-    if library_installed("openvino"):
-        from importlib.metadata import PackageNotFoundError, version
+    from importlib.metadata import PackageNotFoundError, version
 
-        try:
-            versions["openvino"] = version("openvino")
-        except PackageNotFoundError:
-            versions["openvino"] = "unknown"
+    versions = {"torch": torch.__version__}
+    for library, packages in _PACKAGES.items():
+        if packages and library_installed(library):
+            for package in packages:
+                try:
+                    versions[package] = version(package)
+                except PackageNotFoundError:
+                    versions[package] = "unknown"
     return versions
