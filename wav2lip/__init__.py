@@ -26,10 +26,12 @@ from .errors import (
     MediaDecodeError,
     NoFaceDetected,
     NotFound,
+    PrecisionRefused,
     RenderError,
     UnsupportedMedia,
     Wav2LipError,
 )
+from .generator import Generator, GeneratorSpec, generator_spec
 from .model import Wav2Lip
 from .options import PRESETS, AvatarOptions, EncodeOptions, RenderOptions, preset
 from .pipeline import RenderResult, lip_sync, load_generator, output_fps, render_segment
@@ -39,9 +41,11 @@ from .storage import DiskStore, atomic_write, content_key
 __all__ = [
     "AudioDecodeError", "Avatar", "AvatarOptions", "CHECKPOINT_NAMES", "CheckpointError", "DEFAULT_AVATAR_ID",
     "DEFAULT_AVATAR_PATH", "DiskStore", "EmptyText", "EncodeError", "EncodeOptions", "InputError", "InputTooLarge",
-    "InvalidSettings", "MediaDecodeError", "NoFaceDetected", "NotFound", "PRESETS", "RenderError", "RenderOptions",
+    "Generator", "GeneratorSpec", "InvalidSettings", "MediaDecodeError", "NoFaceDetected", "NotFound", "PRESETS",
+    "PrecisionRefused", "RenderError", "RenderOptions",
     "RenderResult", "Renderer", "SegmentEncoder", "UnsupportedMedia", "Wav2Lip", "Wav2LipError", "atomic_write",
-    "avatar_key", "combine_segments", "content_key", "file_sha256", "find_checkpoint", "frame_count", "lip_sync",
+    "avatar_key", "combine_segments", "content_key", "file_sha256", "find_checkpoint", "frame_count", "generator_spec",
+    "lip_sync",
     "load_audio", "load_checkpoint", "load_generator", "mel_windows", "melspectrogram", "official_frame_count",
     "output_fps", "prepare_avatar", "preset", "random_state_dict", "read_frames", "render_segment",
     "save_official_checkpoint", "window_starts",
