@@ -113,9 +113,20 @@ def measure_modes(device: torch.device) -> dict:
             "selection": selection}  # fmt: skip
 
 
-def verdict(row: dict, chosen: str) -> str:
-    if row["mode"] == chosen:
-        return "chosen by auto"
+def rule_pick(result: dict, batch) -> str:
+    """The selection's rule applied to this table's figures at ``batch``: fastest passing, ties to the more exact."""
+    from wav2lip.selection import EXACT_PSNR_DB, pick
+
+    figs = [{"mode": r["mode"], "ms_per_frame": r["ms_per_frame"].get(batch, r["ms_per_frame"].get(str(batch))),
+             "psnr_db": EXACT_PSNR_DB if r["mode"] == "fp32" else r["psnr_tempered_db"],
+             "accepted": r["passes_floor"] and r["mode"] in MODES and MODES[r["mode"]].auto} for r in result["rows"]]  # fmt: skip
+    return pick(figs, ACCURACY_FLOOR_DB)["mode"]
+
+
+def verdict(row: dict, result: dict) -> str:
+    picks = [b for b in result["batches"] if rule_pick(result, b) == row["mode"]]
+    if picks:
+        return "the rule's pick at batch " + " and ".join(map(str, picks))
     if row["mode"] == REFERENCE:
         return "reference (not a mode)"
     if not row["passes_floor"]:
@@ -126,9 +137,8 @@ def verdict(row: dict, chosen: str) -> str:
 
 
 def table_rows(result: dict) -> list[list]:
-    chosen = result["selection"]["precision"]
     return [[r["mode"], *[r["ms_per_frame"].get(b, r["ms_per_frame"].get(str(b))) for b in result["batches"]],
-             r["psnr_saturated_db"], r["psnr_tempered_db"], verdict(r, chosen)] for r in result["rows"]]  # fmt: skip
+             r["psnr_saturated_db"], r["psnr_tempered_db"], verdict(r, result)] for r in result["rows"]]  # fmt: skip
 
 
 def table_headers(result: dict) -> list[str]:

@@ -160,10 +160,11 @@ def modes_section(data: dict) -> list[str]:
                          "not regenerated here)",
                          ["variant", "ms/frame, batch 16", "ms/frame, batch 64", "PSNR vs fp32, saturated ckpt (dB)",
                           "PSNR vs fp32, tempered ckpt (dB)"], NO_AMX_MODES),
-            "\nOn that machine the rule (fastest mode above 30 dB on the tempered checkpoint, near-ties to the more "
-            "exact) gives fp32-fast or openvino-fp32 (a near-tie at batch 16, and fp32-fast is the more exact); bf16 "
-            "(the old auto) is slower than fp32-fast there. int8 stays below its 35 dB floor on random weights in "
-            "both backends, so it is refused.",
+            "\nWhat the rule (fastest mode above 30 dB on the tempered checkpoint, near-ties within 5% to the higher "
+            "PSNR) should give on that machine, read from its figures, not measured there: fp32-fast (openvino-fp32 is "
+            "a near-tie at batch 16 and less exact, and is only a candidate where OpenVINO is installed); bf16, the old "
+            "auto, is slower than fp32-fast there at batch 16. int8 is below its 35 dB floor on random weights in both "
+            "backends, so it is refused.",
             _source(data)]  # fmt: skip
 
 
