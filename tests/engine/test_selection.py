@@ -175,3 +175,14 @@ def test_an_incomplete_verdict_is_measured_again_then_kept(tmp_path, random_mode
     monkeypatch.setattr(selection, "measure", lambda *a, **k: pytest.fail("measured a fourth time"))
     kept = select(copy.deepcopy(random_model), generator_spec(random_model), torch.device("cpu"), opts)
     assert kept["source"] == "cached" and "kept" in kept["reason"]
+
+
+def test_a_mode_too_costly_to_convert_does_not_keep_the_verdict_open(tmp_path, random_model, monkeypatch):
+    import wav2lip.selection as selection
+
+    monkeypatch.setattr(selection, "_unaffordable", lambda mode, m: "" if mode != "bf16" else
+                        "not measured: converting the model takes ~15 s, more than the budget left")  # fmt: skip
+    opts = options(tmp_path, candidates=("fp32", "fp32-fast", "bf16"))
+    sel = select(copy.deepcopy(random_model), generator_spec(random_model), torch.device("cpu"), opts)
+    bf16 = next(f for f in sel["figures"] if f["mode"] == "bf16")
+    assert bf16["ms_per_frame"] is None and sel["complete"] and "incomplete" not in sel["reason"]
