@@ -144,6 +144,8 @@ NO_AMX_MODES = [
 
 
 def modes_section(data: dict) -> list[str]:
+    from wav2lip.selection import MAX_ATTEMPTS
+
     from .modes import table_headers, table_rows
 
     r = data["results"]["modes"]
@@ -154,8 +156,9 @@ def modes_section(data: dict) -> list[str]:
             "are noisy). PSNR: uint8 96x96 output against exact fp32 on the same seeded inputs.",
             format_table("This machine", table_headers(r), table_rows(r)),
             f"\nThe engine's selection on this machine (fresh folder, default budget): **{sel['precision']}, batch "
-            f"{sel['batch_size']}**, measured in {sel['seconds']:.1f} s; a second start read the verdict "
-            f"({sel['second_start']['source']}) in {sel['second_start']['wall_s']:.2f} s. {sel['reason']}.",
+            f"{sel['batch_size']}**, measured in {sel['seconds']:.1f} s; a second start: "
+            f"{sel['second_start']['source']} in {sel['second_start']['wall_s']:.2f} s (an incomplete verdict is "
+            f"measured again at up to {MAX_ATTEMPTS - 1} more starts, then kept). {sel['reason']}.",
             format_table("The issue's machine (2-core Xeon, AVX-512 BF16/FP16/VNNI, no AMX; figures from issue #17, "
                          "not regenerated here)",
                          ["variant", "ms/frame, batch 16", "ms/frame, batch 64", "PSNR vs fp32, saturated ckpt (dB)",
