@@ -24,8 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("suite", nargs="?", choices=(*SUITES, "all"), default="engine")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available, else cpu")
     parser.add_argument("--quick", action="store_true", help="a couple of configurations only")
-    args = parser.parse_args(argv)
-    forwarded = (["--device", args.device] if args.device else []) + (["--quick"] if args.quick else [])
+    args, extra = parser.parse_known_args(argv)  # suite options (e.g. engine --modes-only) go to the suite
+    forwarded = (["--device", args.device] if args.device else []) + (["--quick"] if args.quick else []) + extra
     status = 0
     for suite in SUITES if args.suite == "all" else (args.suite,):
         module = _load(suite)

@@ -50,8 +50,9 @@ from wav2lip import (
 )
 from wav2lip.encode import SegmentEncoder, segment_format
 from wav2lip.fallback import FallbackGenerator
-from wav2lip.render import DEFAULT_BATCH, resolve_precision
+from wav2lip.render import DEFAULT_BATCH
 
+from . import modes as mode_bench
 from .common import DATA_DIR, Stopwatch, machine_info, print_table, resolve_device, write_result
 
 AUDIO = DATA_DIR / "speech_9s.wav"
@@ -285,6 +286,15 @@ def _print(results: dict, device: str) -> None:
                     ["first chunk frames", "seconds"], [[ff["frames"], ff["seconds"]]])  # fmt: skip
 
 
+def _print_modes(modes: dict, device: str) -> None:
+    sel = modes["selection"]
+    print_table(f"Modes, generator alone ({device}, {modes['threads']} threads, median of {modes['repeats']})",
+                mode_bench.table_headers(modes), mode_bench.table_rows(modes))  # fmt: skip
+    print(f"\nauto picked {sel['precision']}, batch {sel['batch_size']}, measuring for {sel['seconds']:.1f} s "
+          f"({sel['wall_s']:.1f} s wall); a second start: {sel['second_start']['source']}, "
+          f"{sel['second_start']['wall_s']:.2f} s. {sel['reason']}")  # fmt: skip
+
+
 def run(device: str | None = None, quick: bool = False) -> dict:
     device = resolve_device(device)
     repeats = 1 if quick else 3  #: best of: other work on the machine only ever adds time
@@ -304,7 +314,7 @@ def run(device: str | None = None, quick: bool = False) -> dict:
             "avatar": {"width": avatar.width, "height": avatar.height, "cache_payload_bytes": payload_bytes},
             "avatar_cache_load_s": cache_s,
             "default_batch": DEFAULT_BATCH[device],
-            "auto_precision": resolve_precision("auto", torch.device(device)),
+            "auto_selection": Renderer(_generator("wav2lip", checkpoint), RenderOptions(device=device)).selection,
             "quick": quick,
             "repeats": repeats,  #: best of this many runs per figure
             "renders": [],
@@ -313,6 +323,7 @@ def run(device: str | None = None, quick: bool = False) -> dict:
             print(f"bench engine: rendering {kind} {precision} on {device} ...", file=sys.stderr, flush=True)
             results["renders"].append(full_render(kind, precision, device, checkpoint, avatar, mel, n_frames, tmp, repeats))
         print("bench engine: model-only sweep ...", file=sys.stderr, flush=True)
+        results["auto_precision"] = results["auto_selection"]["precision"]
         precisions = (results["auto_precision"],) if quick else SWEEP_PRECISIONS[device]
         batches = QUICK_SWEEP_BATCHES[device] if quick else SWEEP_BATCHES[device]
         results["model_sweep"] = model_sweep(device, checkpoint, avatar, mel, batches, precisions, repeats)
@@ -327,13 +338,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench engine", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     parser.add_argument("--quick", action="store_true", help="two configurations and a two-point sweep")
+    parser.add_argument("--modes-only", action="store_true", help="only the per-mode table and the selection")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     machine = machine_info(device)
-    results = run(device, args.quick)
+    results = {} if args.modes_only else run(device, args.quick)
+    results["modes"] = mode_bench.measure_modes(torch.device(device))
     results["load_avg_1m_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    _print(results, device)
-    path = write_result("engine", device, results, machine)
+    if not args.modes_only:
+        _print(results, device)
+    _print_modes(results["modes"], device)
+    path = write_result("engine-modes" if args.modes_only else "engine", device, results, machine)
     print(f"\nmachine: {machine['cpu']} ({machine['cpu_cores_usable']} cores, torch {machine['torch']}, "
           f"{machine['torch_threads']} threads){', ' + machine['gpu'] if machine['gpu'] else ''}; "
           f"load average {machine['load_avg_1m'] or 0:.1f} at start, {results['load_avg_1m_at_end'] or 0:.1f} at end")  # fmt: skip

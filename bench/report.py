@@ -127,6 +127,50 @@ def engine_section(data: dict) -> list[str]:
     return out
 
 
+#: The issue's figures (#17), from a 2-core Xeon with AVX-512 BF16/FP16/VNNI and no AMX: kept beside
+#: the ones measured here because no result file of that machine is in bench/results.
+NO_AMX_MODES = [
+    ["torch fp32, all contiguous (reference)", 61.0, 72.6, None, None],
+    ["fp32 (official layout)", 54.2, 68.3, 95.3, None],
+    ["fp32-fast (channels_last)", 39.7, 59.2, 92.5, 123.0],
+    ["bf16 (autocast + channels_last; the old auto)", 62.0, 63.4, 23.7, 47.1],
+    ["fp16 (autocast + channels_last)", 65.3, 56.7, 35.7, 65.2],
+    ["torch.compile (inductor) fp32 channels_last", 45.8, 44.6, 92.2, None],
+    ["onnx-fp32 (ONNX Runtime)", 44.9, 45.0, 95.9, 126.8],
+    ["openvino-fp32", 38.4, 40.4, 91.8, 122.4],
+    ["int8 (ONNX Runtime static QDQ, 32 samples)", 25.6, 23.9, 16.4, 33.3],
+    ["OpenVINO int8 (NNCF, 32 samples)", 10.4, 10.6, 8.7, 16.8],
+]
+
+
+def modes_section(data: dict) -> list[str]:
+    from wav2lip.selection import MAX_ATTEMPTS
+
+    from .modes import table_headers, table_rows
+
+    r = data["results"]["modes"]
+    sel, m = r["selection"], data["machine"]
+    return [f"## Engine modes ({data['device']}): the generator alone, {r['threads']} threads, median of {r['repeats']}",
+            f"Measured on {m['cpu']} ({m['cpu_cores']} cores; load average {m.get('load_avg_1m') or 0:.1f} at start, "
+            f"{data['results'].get('load_avg_1m_at_end') or 0:.1f} at end: other work shared the cores, so the figures "
+            "are noisy). PSNR: uint8 96x96 output against exact fp32 on the same seeded inputs.",
+            format_table("This machine", table_headers(r), table_rows(r)),
+            f"\nThe engine's selection on this machine (fresh folder, default budget): **{sel['precision']}, batch "
+            f"{sel['batch_size']}**, measured in {sel['seconds']:.1f} s; a second start: "
+            f"{sel['second_start']['source']} in {sel['second_start']['wall_s']:.2f} s (an incomplete verdict is "
+            f"measured again at up to {MAX_ATTEMPTS - 1} more starts, then kept). {sel['reason']}.",
+            format_table("The issue's machine (2-core Xeon, AVX-512 BF16/FP16/VNNI, no AMX; figures from issue #17, "
+                         "not regenerated here)",
+                         ["variant", "ms/frame, batch 16", "ms/frame, batch 64", "PSNR vs fp32, saturated ckpt (dB)",
+                          "PSNR vs fp32, tempered ckpt (dB)"], NO_AMX_MODES),
+            "\nWhat the rule (fastest mode above 30 dB on the tempered checkpoint, near-ties within 5% to the higher "
+            "PSNR) should give on that machine, read from its figures, not measured there: fp32-fast (openvino-fp32 is "
+            "a near-tie at batch 16 and less exact, and is only a candidate where OpenVINO is installed); bf16, the old "
+            "auto, is slower than fp32-fast there at batch 16. int8 is below its 35 dB floor on random weights in both "
+            "backends, so it is refused.",
+            _source(data)]  # fmt: skip
+
+
 def serve_section(data: dict) -> list[str]:
     r = data["results"]
     e, s, hit = r["engine"], r["service"], r["cache_hit_ms"]
@@ -232,7 +276,8 @@ def ingress_section(data: dict) -> list[str]:
             _source(data)]  # fmt: skip
 
 
-SECTIONS = {"engine": engine_section, "serve": serve_section, "ingress": ingress_section, "tts": tts_section, "scale": scale_section,
+SECTIONS = {"engine": engine_section, "engine-modes": modes_section, "serve": serve_section, "ingress": ingress_section,
+            "tts": tts_section, "scale": scale_section,
             "fractional": fractional_section, "stream": stream_section}
 
 

@@ -38,10 +38,12 @@ from .errors import (
     MediaDecodeError,
     NoFaceDetected,
     NotFound,
+    PrecisionRefused,
     RenderError,
     UnsupportedMedia,
     Wav2LipError,
 )
+from .generator import Generator, GeneratorSpec, generator_spec
 from .media_limits import MediaLimits
 from .model import Wav2Lip
 from .options import PRESETS, AvatarOptions, EncodeOptions, RenderOptions, preset
@@ -53,9 +55,11 @@ __all__ = [
     "AudioDecodeError", "Avatar", "AvatarOptions", "CHECKPOINT_NAMES", "CheckpointError", "DEFAULT_AVATAR_ID",
     "DecodedAudio", "MediaFrames", "MediaLimits", "decode_audio", "sanitize_samples",
     "DEFAULT_AVATAR_PATH", "EmptyText", "EncodeError", "EncodeOptions", "InputError", "InputTooLarge",
-    "InvalidSettings", "MediaDecodeError", "NoFaceDetected", "NotFound", "PRESETS", "RenderError", "RenderOptions",
+    "Generator", "GeneratorSpec", "InvalidSettings", "MediaDecodeError", "NoFaceDetected", "NotFound", "PRESETS",
+    "PrecisionRefused", "RenderError", "RenderOptions",
     "RenderResult", "Renderer", "SegmentEncoder", "UnsupportedMedia", "Wav2Lip", "Wav2LipError", "KEY_VERSION",
-    "avatar_key", "combine_segments", "content_key", "file_sha256", "final_frames", "find_checkpoint", "frame_count", "lip_sync",
+    "avatar_key", "combine_segments", "content_key", "file_sha256", "final_frames", "find_checkpoint", "frame_count",
+    "generator_spec", "lip_sync",
     "load_audio", "load_checkpoint", "load_generator", "mel_windows", "melspectrogram", "official_frame_count",
     "output_fps", "prepare_avatar", "preset", "random_state_dict", "read_frames", "render_segment",
     "save_official_checkpoint", "window_starts",

@@ -10,7 +10,10 @@ from pathlib import Path
 from .errors import Wav2LipError
 from .ffmpeg import set_ffmpeg_binary
 from .hparams import DEFAULT_PADS
-from .options import LOOP_MODES, PRECISIONS, PRESETS, AvatarOptions, RenderOptions, preset
+from .options import (
+    ACCURACY_FLOOR_DB, LOOP_MODES, PRECISIONS, PRESETS, SELECTION_BUDGET_S, SELECTION_DIR, AvatarOptions, RenderOptions,
+    preset,
+)  # fmt: skip
 
 _BAR_WIDTH = 30
 
@@ -34,8 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=sorted(PRESETS), default="balanced")
     p.add_argument("--lossless", action="store_true", help="FFV1 in Matroska, frames kept exactly")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="fp32 is exact; auto = fastest")
-    p.add_argument("--batch-size", "--wav2lip_batch_size", dest="batch_size", type=int, default=0)
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="fp32 is exact (the official layout); auto = the fastest mode above --accuracy-floor, measured "
+                        "once per machine and model")
+    p.add_argument("--batch-size", "--wav2lip_batch_size", dest="batch_size", type=int, default=0,
+                   help="frames per model call (default: measured with the precision)")
+    p.add_argument("--accuracy-floor", type=float, default=ACCURACY_FLOOR_DB,
+                   help=f"dB PSNR against fp32 below which auto never picks a mode (default {ACCURACY_FLOOR_DB:g})")
+    p.add_argument("--selection-dir", default=SELECTION_DIR, help=f"where measured verdicts are kept (default {SELECTION_DIR})")
+    p.add_argument("--selection-budget", type=float, default=SELECTION_BUDGET_S,
+                   help=f"seconds the measurement may take (default {SELECTION_BUDGET_S:g})")
     p.add_argument("--loop", choices=LOOP_MODES, default="pingpong", help="how a short video avatar repeats")
     p.add_argument("--checkpoint-dir", default="checkpoints", help="where to look when --checkpoint is not given")
     p.add_argument("--ffmpeg", default=None, help="ffmpeg binary to use (default: the one in imageio-ffmpeg)")
@@ -78,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         generator = load_generator(args.checkpoint, None if args.checkpoint else args.checkpoint_dir)
         result = lip_sync(
             audio, out, args.face, generator=generator,
-            render=RenderOptions(device=args.device, precision=args.precision, batch_size=args.batch_size),
+            render=RenderOptions(device=args.device, precision=args.precision, batch_size=args.batch_size,
+                                 accuracy_floor_db=args.accuracy_floor, selection_dir=args.selection_dir,
+                                 selection_budget_s=args.selection_budget),
             enc=enc, avatar_options=avatar_opts, fps=args.fps, loop=args.loop, progress=_progress(args.quiet),
         )  # fmt: skip
     except Wav2LipError as exc:

@@ -40,6 +40,12 @@ class InvalidSettings(InputError):
     code = "invalid_settings"
 
 
+class PrecisionRefused(InvalidSettings):
+    """A mode was asked for but measured too far from fp32 on this model (int8 below its floor)."""
+
+    code = "precision_refused"
+
+
 class AudioDecodeError(InputError):
     """The audio could not be decoded, or holds no samples."""
 

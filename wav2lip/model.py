@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .hparams import IMG_SIZE, MEL_STEP, N_MELS
+
 
 class ConvBlock(nn.Module):
     """Conv + BatchNorm + ReLU, optionally residual (the official ``Conv2d``)."""
@@ -59,6 +61,11 @@ class Wav2Lip(nn.Module):
     """Face encoder (96 -> 1 px) + audio encoder (80x16 mel -> 512) + U-Net decoder."""
 
     renderer_kind = "wav2lip"
+    # The generator interface (wav2lip/generator.py).
+    crop_size = IMG_SIZE
+    n_mels = N_MELS
+    mel_step = MEL_STEP
+    uses_positions = False
 
     def __init__(self):
         super().__init__()

@@ -17,13 +17,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .audio import frame_count, load_audio, melspectrogram
+from .accuracy import CALIBRATION_FRAMES, HELD_OUT_FRAMES
+from .audio import frame_count, load_audio, mel_windows, melspectrogram
 from .avatar import DEFAULT_AVATAR_PATH, Avatar, prepare_avatar
 from .checkpoint import find_checkpoint, load_checkpoint
 from .encode import SegmentEncoder, combine_segments, segment_format
 from .hparams import SAMPLE_RATE
 from .options import AvatarOptions, EncodeOptions, RenderOptions
 from .render import Renderer
+from .selection import describe
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,7 @@ class RenderResult:
     precision: str
     device: str
     seconds: dict[str, float] = field(default_factory=dict)
+    selection: dict = field(default_factory=dict)  #: ``Renderer.selection``: what was picked and why
 
     @property
     def total_s(self) -> float:
@@ -98,6 +101,7 @@ class RenderResult:
         return (
             f"{self.path}: {self.n_frames} frames at {self.fps:g} fps ({self.duration_s:.2f} s) in {self.total_s:.2f} s "
             f"[{stages}] real-time factor {rtf:.2f}, renderer {self.renderer} ({self.device}, {self.precision})"
+            + (f"\nprecision {describe(self.selection)}" if self.selection else "")
         )
 
 
@@ -133,8 +137,10 @@ def lip_sync(
         opts = avatar_options or AvatarOptions(resize_factor=enc.resize_factor)
         face = prepare_avatar(face if face is not None else DEFAULT_AVATAR_PATH, opts)
     seconds["avatar"] = time.perf_counter() - t
-    renderer = Renderer(generator if generator is not None else load_generator(checkpoint), render)
     rate = output_fps(face, enc, fps)
+    n_cal = CALIBRATION_FRAMES + HELD_OUT_FRAMES  # int8 calibrates on this render's own crops and windows
+    calibration = (face.crops[face.frame_indices(0, n_cal, loop)], mel_windows(mel, rate, 0, n_cal))
+    renderer = Renderer(generator if generator is not None else load_generator(checkpoint), render, calibration)
     n_frames = frame_count(len(samples), rate)
     done = [0]
 
@@ -155,5 +161,5 @@ def lip_sync(
     seconds["total"] = time.perf_counter() - t_start
     return RenderResult(
         out, n_frames, rate, n_frames / rate, len(samples) / SAMPLE_RATE, renderer.kind, renderer.model_id,
-        renderer.precision, str(renderer.device), seconds,
+        renderer.precision, str(renderer.device), seconds, renderer.selection,
     )  # fmt: skip

@@ -1,9 +1,12 @@
 """Batched inference: mel windows + avatar crops -> pasted full frames.
 
-One ``Renderer`` holds a generator (the official ``Wav2Lip`` or the weights-free
-``FallbackGenerator``: same forward signature) on its device. Rendering frames
-[a, b) needs only the avatar, the whole-audio mel and the frame range, so any chunk
-renders on its own and a chunked render equals a one-pass render.
+One ``Renderer`` holds a generator (anything satisfying ``wav2lip.generator.Generator``:
+the official ``Wav2Lip`` or the weights-free ``FallbackGenerator``) run by one backend
+in one mode on its device. The mode and batch size are given, or chosen by
+measurement (``wav2lip/selection.py``, verdict kept on disk); ``Renderer.selection``
+says what was picked and why. Rendering frames [a, b) needs only the avatar, the
+whole-audio mel and the frame range, so any chunk renders on its own and a chunked
+render equals a one-pass render.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from contextlib import nullcontext
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -20,17 +23,18 @@ import torch
 
 from .audio import mel_windows
 from .avatar import Avatar
+from .accuracy import prepare
+from .backends import check_mode
 from .errors import InvalidSettings, RenderError
-from .hparams import IMG_SIZE
+from .generator import generator_spec, model_inputs
 from .options import RenderOptions
 from .paste import paste_faces
+from .selection import DEFAULT_BATCH, describe, select
 
 log = logging.getLogger(__name__)
 
-#: Default frames per model call, measured per device (bench/engine.py).
-DEFAULT_BATCH = {"cpu": 16, "cuda": 128}
-_HALF = IMG_SIZE // 2
 _PIPELINE_DEPTH = 2  #: batches in flight between the model and the paste/encode thread
+__all__ = ["DEFAULT_BATCH", "Renderer", "resolve_device"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -42,83 +46,49 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with AMX or AVX-512 BF16, where bf16 autocast beats fp32 ~4x."""
-    try:
-        isa = torch.backends.cpu.get_cpu_capability()
-    except AttributeError:  # older torch
-        return False
-    if "AMX" in isa or "AVX512_BF16" in isa:
-        return True
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = fh.read(20000)
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """The fastest precision the device supports for "auto"; checked otherwise."""
-    if precision == "auto":
-        if device.type == "cuda":
-            return "fp16"
-        return "bf16" if cpu_has_fast_bf16() else "fp32"
-    if precision == "fp16" and device.type == "cpu":
-        raise InvalidSettings("fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
-    return precision
-
-
 class Renderer:
     """A generator on a device, rendering batches of output frames.
 
     The generator is moved (and, for half precision on CUDA, converted) in place: give
-    each Renderer its own model instance.
+    each Renderer its own model instance. With ``precision="auto"`` (or batch size 0)
+    the constructor chooses by measurement, or reads the verdict kept on disk.
     """
 
-    def __init__(self, generator: torch.nn.Module, options: RenderOptions = RenderOptions()):
+    def __init__(self, generator: torch.nn.Module, options: RenderOptions = RenderOptions(),
+                 calibration: tuple[np.ndarray, np.ndarray] | None = None):
+        """``calibration``: (crops, windows) of a real render for int8 (default: the shipped avatar and speech)."""
         self.device = resolve_device(options.device)
-        self.precision = resolve_precision(options.precision, self.device)
-        self.batch_size = options.batch_size or DEFAULT_BATCH[self.device.type]
+        if options.precision != "auto":
+            check_mode(options.precision, self.device)
         if options.threads and self.device.type == "cpu":
             torch.set_num_threads(options.threads)
-        self.kind: str = getattr(generator, "renderer_kind", "wav2lip")
-        self.model_id: str = getattr(generator, "model_id", self.kind)
-        # fp32 keeps the official layout (NCHW weights, NHWC-strided input as the official
-        # np.transpose gives): channels_last weights pick other conv kernels whose rounding
-        # differs, and fp32 would no longer match the official inference bit for bit.
-        weights_format = torch.contiguous_format if self.precision == "fp32" else torch.channels_last
-        model = generator.eval().to(self.device, memory_format=weights_format)
-        if self.device.type == "cuda" and self.precision in ("fp16", "bf16"):
-            model = model.to(torch.float16 if self.precision == "fp16" else torch.bfloat16)
-        if self.device.type == "cuda" and self.precision == "fp32":
-            # "fp32 is exact": no TF32 tensor-core shortcuts (process-wide; a worker owns its process).
-            torch.backends.cudnn.allow_tf32 = False
-            torch.backends.cuda.matmul.allow_tf32 = False
-        self.model = model
-        param = next(model.parameters(), None)  # the weights-free generator has none
-        self._in_dtype = param.dtype if param is not None else torch.float32
+        self.spec = generator_spec(generator)
+        self.kind: str = self.spec.kind
+        self.model_id: str = self.spec.model_id or self.kind
+        #: What was picked and why: precision, batch_size, source (measured / cached / explicit /
+        #: fixed), reason, the measured figures (ms per frame, PSNR vs fp32 per mode) and, when a
+        #: mode asked for was refused, ``refused`` (which, and why).
+        self.backend, self.selection = prepare(generator, self.spec, self.device, options, calibration,
+                                               Path(options.selection_dir).expanduser())  # fmt: skip
+        self.precision: str = self.selection["precision"]
+        self.batch_size: int = self.selection["batch_size"]
+        log.info("renderer %s on %s: %s", self.kind, self.device, describe(self.selection))
+        self.model = getattr(self.backend, "model", generator)
 
-    def _autocast(self):
-        if self.device.type == "cpu" and self.precision == "bf16":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return nullcontext()
+    def describe(self) -> dict:
+        """A plain dict for health and status pages: mode, backend, batch size and why."""
+        return {"renderer": self.kind, "model_id": self.model_id, "device": str(self.device),
+                "precision": self.precision, "backend": self.backend.__class__.__name__,
+                "batch_size": self.batch_size, **{k: self.selection[k] for k in ("source", "reason", "figures",
+                                                                                   "batch_figures", "seconds")},
+                "refused": self.selection.get("refused")}  # fmt: skip
 
     @torch.inference_mode()
     def predict(self, crops: np.ndarray, windows: np.ndarray) -> np.ndarray:
         """(B, 96, 96, 3) uint8 predicted faces from crops (B, 96, 96, 3) uint8 and windows (B, 80, 16)."""
-        face = torch.from_numpy(crops).to(self.device, non_blocking=True)
-        face = face.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)  # NCHW view, channels_last memory
-        masked = face.clone()
-        masked[:, :, _HALF:] = 0
-        face_in = torch.cat((masked, face), dim=1).contiguous(memory_format=torch.channels_last).to(self._in_dtype)
-        # (B, 1, 80, 16) with the official strides (1280, 1, 16, 1), its np.transpose of a (B, 80, 16, 1)
-        # array: with one channel both layouts count as contiguous, yet the strides steer the kernel choice.
-        audio = torch.from_numpy(np.ascontiguousarray(windows).reshape(*windows.shape, 1)).permute(0, 3, 1, 2)
-        audio = audio.to(self.device, non_blocking=True).to(self._in_dtype)
+        audio, face_in = model_inputs(crops, windows, self.device, self.spec.crop_size)
         try:
-            with self._autocast():
-                out = self.model(audio, face_in)
+            out = self.backend(audio, face_in)
         except RuntimeError as exc:
             raise RenderError(f"model failed on a batch of {len(crops)}: {str(exc)[:300]}") from None
         # Official: x255 then truncate to uint8 (no rounding), HWC.

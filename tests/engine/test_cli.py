@@ -48,7 +48,7 @@ def test_defaults_use_the_fallback(tmp_path, short_wav):
 
 def test_official_option_spellings(tmp_path, short_wav, random_checkpoint):
     proc = cli(tmp_path, "--audio", short_wav, "--outfile", "result_voice.mp4", "--checkpoint_path", random_checkpoint,
-               "--resize_factor", "4", "--wav2lip_batch_size", "8", "--quiet")  # fmt: skip
+               "--resize_factor", "4", "--wav2lip_batch_size", "8", "--quiet", "--selection-dir", tmp_path / "sel")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "result_voice.mp4"
     assert out.is_file()
@@ -57,6 +57,17 @@ def test_official_option_spellings(tmp_path, short_wav, random_checkpoint):
     assert imageio_ffmpeg.count_frames_and_secs(str(out))[0] == 30
     probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True)
     assert "128x128" in probe.stderr  # the official resize_factor: output at the reduced size
+    # auto with a given batch size: the modes were measured at that size, and the summary says so.
+    assert "precision " in proc.stdout and "batch 8 [measured: fastest mode above the accuracy floor" in proc.stdout
+    assert list((tmp_path / "sel").glob("*.json"))
+
+
+def test_explicit_precision_is_reported(tmp_path, short_wav, random_checkpoint):
+    proc = cli(tmp_path, "--audio", short_wav, "--out", "fp32.mp4", "--checkpoint", random_checkpoint, "--resize_factor",
+               "4", "--precision", "fp32", "--batch-size", "16", "--quiet", "--selection-dir", tmp_path / "sel")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "(cpu, fp32)" in proc.stdout and "precision fp32, batch 16 [explicit" in proc.stdout
+    assert not (tmp_path / "sel").exists()  # nothing measured, nothing kept
 
 
 def test_progress_bar_without_quiet(tmp_path, short_wav):
@@ -90,3 +101,14 @@ def test_bad_audio(tmp_path):
     assert proc.stderr.startswith("error: ")
     assert "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["speech.wav"]
+
+
+def test_int8_refusal_exits_with_the_reason(tmp_path, short_wav, random_checkpoint):
+    """int8 on the random weights is far from fp32 (~32 dB here): the CLI refuses, writes nothing."""
+    pytest.importorskip("onnx")
+    proc = cli(tmp_path, "--audio", short_wav, "--out", "int8.mp4", "--checkpoint", random_checkpoint, "--resize_factor",
+               "4", "--precision", "int8", "--quiet")  # fmt: skip
+    assert proc.returncode == 2
+    assert "error: precision int8 refused" in proc.stderr and "below the 35 dB floor" in proc.stderr
+    assert "Traceback" not in proc.stderr and "WARNING" not in proc.stderr
+    assert not (tmp_path / "int8.mp4").exists()

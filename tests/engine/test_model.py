@@ -184,3 +184,19 @@ def test_empty_dir_gives_fallback(tmp_path):
     assert not isinstance(generator, Wav2Lip)
     assert generator.renderer_kind == "fallback"
     assert isinstance(load_generator(), type(generator))
+
+
+def test_random_weights_are_tempered_not_saturated():
+    """The default random weights keep the sigmoid out of saturation; ``tempered=False`` does not."""
+    rng = np.random.default_rng(1)
+    face = torch.from_numpy(rng.random((2, 6, 96, 96), dtype=np.float32))
+    audio = torch.from_numpy(rng.uniform(-4, 2, (2, 1, 80, 16)).astype(np.float32))
+    saturated = {}
+    for tempered in (True, False):
+        model = Wav2Lip()
+        model.load_state_dict(wav2lip.random_state_dict(0, tempered=tempered))
+        with torch.inference_mode():
+            out = model.eval()(audio, face)
+        saturated[tempered] = float(((out * 255).to(torch.uint8).eq(0) | (out * 255).to(torch.uint8).eq(255)).float().mean())
+    assert saturated[True] < 0.01
+    assert saturated[False] > 0.9

@@ -29,6 +29,7 @@ from wav2lip import (
     read_frames,
     render_segment,
 )
+from wav2lip.backends import check_mode
 from wav2lip.encode import SegmentEncoder, segment_format
 from wav2lip.ffmpeg import ffmpeg_binary
 
@@ -134,7 +135,8 @@ def test_fp32_equals_official_inference_bit_for_bit(random_checkpoint, random_mo
 @pytest.fixture(scope="module")
 def full_render(tmp_path_factory, data_dir, random_model):
     out = tmp_path_factory.mktemp("e2e") / "speech.mp4"
-    result = lip_sync(data_dir / "speech_9s.wav", out, generator=random_model,
+    render = RenderOptions(selection_dir=str(tmp_path_factory.mktemp("selection")))  # "auto": measured, kept there
+    result = lip_sync(data_dir / "speech_9s.wav", out, generator=random_model, render=render,
                       avatar_options=AvatarOptions(resize_factor=4), fps=25)  # fmt: skip
     return out, result
 
@@ -151,9 +153,11 @@ def test_lip_sync_end_to_end(full_render, random_checkpoint):
     assert abs(video_s - len(audio) / 16_000) < 1 / 25
     assert abs(result.duration_s - 8.8) < 1e-9 and result.audio_s == 140_806 / 16_000
     assert result.renderer == "wav2lip" and result.model_id == wav2lip.file_sha256(random_checkpoint)
-    assert result.fps == 25.0 and result.device == "cpu" and result.precision in ("fp32", "bf16")
+    assert result.fps == 25.0 and result.device == "cpu" and result.precision in wav2lip.options.PRECISIONS[1:]
+    assert result.selection["source"] == "measured" and result.selection["precision"] == result.precision
     assert {"decode", "mel", "avatar", "model", "paste", "encode", "combine", "total"} <= set(result.seconds)
     assert "renderer wav2lip" in result.summary()
+    assert f"precision {result.precision}" in result.summary() and "ms/frame" in result.summary()
 
 
 def test_fallback_renderer_is_reported(tmp_path, speech_samples, small_avatar):
@@ -280,7 +284,11 @@ def test_wrong_frame_shape_is_encode_error(tmp_path):
 
 
 def test_precision_settings():
-    with pytest.raises(InvalidSettings):
-        Renderer(Broken(), RenderOptions(device="cpu", precision="fp16"))
-    with pytest.raises(InvalidSettings):
-        RenderOptions(precision="int8")
+    # fp16 on the CPU is a mode now (autocast): "auto" measures it like the others.
+    assert Renderer(Broken(), RenderOptions(device="cpu", precision="fp16", batch_size=4)).precision == "fp16"
+    with pytest.raises(InvalidSettings, match="precision must be one of"):
+        RenderOptions(precision="fp8")
+    with pytest.raises(InvalidSettings, match="runs on cpu"):
+        check_mode("openvino-fp32", torch.device("cuda"))
+    with pytest.raises(InvalidSettings, match="unknown candidate"):
+        RenderOptions(candidates=("fp32", "fp64"))
