@@ -67,6 +67,7 @@ class LipSyncWorker:
             "replica": self._replica,
             "pid": os.getpid(),
             "chunks_rendered": self.chunks_rendered,
+            "selection": self.renderer.describe(),  #: the mode and batch picked, and the measured figures why
         }
 
     async def _avatar(self, key: str, ref: Ref) -> Avatar:

@@ -279,4 +279,5 @@ class Ingress:
         except Exception as exc:  # no worker replica answering yet
             raise NotReady(f"no lip-sync worker is ready: {type(exc).__name__}") from None
         return Health(status="ok", model_loaded=True, renderer=info["renderer"], model_id=info["model_id"],
-                      device=info["device"], precision=info["precision"], workers=_running_workers(self.settings))  # fmt: skip
+                      device=info["device"], precision=info["precision"], workers=_running_workers(self.settings),
+                      selection=info.get("selection"))  # fmt: skip

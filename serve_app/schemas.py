@@ -224,3 +224,5 @@ class Health(BaseModel):
     device: str
     precision: str
     workers: int
+    selection: dict | None = Field(None, description="how the precision and batch size were chosen: measured "
+                                   "figures, the reason, any mode refused (int8 below its floor)")

@@ -8,25 +8,48 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from wav2lip.media_limits import MAX_VIDEO_FRAMES, MAX_VIDEO_PIXELS
-from wav2lip.options import DEFAULT_PRESET, PRESETS, RenderOptions
+from wav2lip.options import (
+    ACCURACY_FLOOR_DB,
+    DEFAULT_PRESET,
+    INT8_FLOOR_DB,
+    PRECISIONS,
+    PRESETS,
+    SELECTION_BUDGET_S,
+    SELECTION_DIR,
+    RenderOptions,
+)
 
 
 class RenderSettings(BaseModel):
     """How each lip-sync worker runs the model (becomes ``wav2lip.RenderOptions``)."""
 
     device: str = "auto"  #: auto = CUDA when the replica was given a GPU, else CPU
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  #: auto = fastest; fp32 = exact
-    batch_size: int = Field(0, ge=0, le=4096)  #: 0 = the engine's per-device default
+    precision: str = "auto"  #: auto = the fastest mode measured accurate; fp32 = exact (PRECISIONS)
+    batch_size: int = Field(0, ge=0, le=4096)  #: 0 = measured with the mode
     threads: int = Field(0, ge=0, le=256)  #: torch threads per CPU worker; 0 = cores / workers
+    accuracy_floor_db: float = Field(ACCURACY_FLOOR_DB, gt=0)  #: auto keeps only modes this close to fp32 (PSNR)
+    int8_floor_db: float = Field(INT8_FLOOR_DB, gt=0)  #: int8 below this is refused (the worker uses auto)
+    selection_budget_s: float = Field(SELECTION_BUDGET_S, gt=0)  #: bound on the measurement behind auto
+    selection_dir: str = SELECTION_DIR  #: where verdicts are kept, shared by every worker on the machine
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, value: str) -> str:
+        if value not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}")
+        return value
 
     def options(self, threads: int) -> RenderOptions:
-        return RenderOptions(self.device, self.precision, self.batch_size, self.threads or threads)
+        """A refused mode (int8 below its floor) never stops a worker: it logs why and uses auto."""
+        return RenderOptions(self.device, self.precision, self.batch_size, self.threads or threads,
+                             accuracy_floor_db=self.accuracy_floor_db, selection_budget_s=self.selection_budget_s,
+                             selection_dir=self.selection_dir, int8_floor_db=self.int8_floor_db,
+                             on_refusal="next")  # fmt: skip
 
 
 class Settings(BaseSettings):
