@@ -186,3 +186,20 @@ def test_small_edge_cases(url, small_avatar):
                         timeout=120).json()  # fmt: skip
     listed = {a["avatar_id"]: a for a in httpx.get(f"{url}/v1/avatars", timeout=30).json()}
     assert listed[record["avatar_id"]] == record and "default" in listed
+
+
+def test_identical_concurrent_requests_share_one_render_without_503(url, speech_clips):
+    """A request that joins the same render under way (or is answered from the store) takes no
+    admission slot: more identical requests than slots all get the one video."""
+    import concurrent.futures as cf
+
+    body = speech_clips["c7"].read_bytes()
+
+    def post(_):
+        return httpx.post(f"{url}/v1/videos", files={"audio": ("a.wav", body, "audio/wav")}, timeout=180)
+
+    with cf.ThreadPoolExecutor(3 * PENDING) as pool:
+        answers = list(pool.map(post, range(3 * PENDING)))
+    assert [r.status_code for r in answers] == [200] * (3 * PENDING), [r.text for r in answers if r.status_code != 200]
+    assert len({r.json()["video_id"] for r in answers}) == 1
+    assert sum(not r.json()["stats"]["cache_hit"] for r in answers) == 1  # rendered once
