@@ -14,33 +14,16 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 import threading
 from pathlib import Path
+
+from wav2lip.files import atomic_write
 
 log = logging.getLogger(__name__)
 
 _MAGIC = b"W2LC1"
 _DIGEST = 32
 _KEY_RE = re.compile(r"^[0-9a-z_\-]{1,128}$")
-
-
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 class DiskStore:

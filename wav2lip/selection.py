@@ -33,7 +33,8 @@ import torch
 from .backends import MODES, available_modes, build_backend, library_versions
 from .generator import GeneratorSpec
 from .options import RenderOptions
-from .storage import atomic_write, content_key
+from .files import atomic_write
+from .keys import content_key
 
 log = logging.getLogger(__name__)
 
