@@ -105,8 +105,11 @@ class Renderer:
         return nullcontext()
 
     @torch.inference_mode()
-    def predict(self, crops: np.ndarray, windows: np.ndarray) -> np.ndarray:
-        """(B, 96, 96, 3) uint8 predicted faces from crops (B, 96, 96, 3) uint8 and windows (B, 80, 16)."""
+    def predict(self, crops: np.ndarray, windows: np.ndarray, positions: np.ndarray | None = None) -> np.ndarray:
+        """(B, 96, 96, 3) uint8 predicted faces from crops (B, 96, 96, 3) uint8 and windows (B, 80, 16).
+
+        ``positions`` (B,) int64 timeline frame indices reach generators with ``uses_positions``.
+        """
         face = torch.from_numpy(crops).to(self.device, non_blocking=True)
         face = face.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)  # NCHW view, channels_last memory
         masked = face.clone()
@@ -118,7 +121,10 @@ class Renderer:
         audio = audio.to(self.device, non_blocking=True).to(self._in_dtype)
         try:
             with self._autocast():
-                out = self.model(audio, face_in)
+                if positions is not None and getattr(self.model, "uses_positions", False):
+                    out = self.model(audio, face_in, positions=torch.as_tensor(positions, dtype=torch.int64))
+                else:
+                    out = self.model(audio, face_in)
         except RuntimeError as exc:
             raise RenderError(f"model failed on a batch of {len(crops)}: {str(exc)[:300]}") from None
         # Official: x255 then truncate to uint8 (no rounding), HWC.
@@ -146,7 +152,7 @@ class Renderer:
             b = min(stop, a + self.batch_size)
             idx = avatar.frame_indices(a, b, loop)
             t0 = time.perf_counter()
-            faces = self.predict(avatar.crops[idx], mel_windows(mel, fps, a, b))
+            faces = self.predict(avatar.crops[idx], mel_windows(mel, fps, a, b), np.arange(a, b))
             t1 = time.perf_counter()
             frames = avatar.frames[idx]  # the one copy of each output frame
             paste_faces(frames, avatar.boxes[idx], faces)
