@@ -30,6 +30,7 @@ from .errors import (
     UnsupportedMedia,
     Wav2LipError,
 )
+from .idle import render_idle
 from .model import Wav2Lip
 from .options import PRESETS, AvatarOptions, EncodeOptions, RenderOptions, preset
 from .pipeline import RenderResult, lip_sync, load_generator, output_fps, render_segment
@@ -43,6 +44,6 @@ __all__ = [
     "RenderResult", "Renderer", "SegmentEncoder", "UnsupportedMedia", "Wav2Lip", "Wav2LipError", "atomic_write",
     "avatar_key", "combine_segments", "content_key", "file_sha256", "find_checkpoint", "frame_count", "lip_sync",
     "load_audio", "load_checkpoint", "load_generator", "mel_windows", "melspectrogram", "official_frame_count",
-    "output_fps", "prepare_avatar", "preset", "random_state_dict", "read_frames", "render_segment",
+    "output_fps", "prepare_avatar", "preset", "random_state_dict", "read_frames", "render_idle", "render_segment",
     "save_official_checkpoint", "window_starts",
 ]  # fmt: skip

@@ -188,13 +188,14 @@ class FallbackGenerator(torch.nn.Module):
         # elliptical zone around the (opened) mouth, compactly supported.
         r2 = (rel_x / ROUND_ZONE_RX).square() + ((ys - LIP_LINE_Y - 0.5 * jaw)
                                                 / ROUND_ZONE_RY).square()
-        dx = squeeze * rel_x * (1.0 - r2).clamp(min=0.0).square()
+        ramp_start = LIP_LINE_Y - LIP_RAMP_PX / 2 - RAMP_SOFTNESS_PX / 2
+        below_teeth = _smoothstep(ys, ramp_start, ramp_start + RAMP_SOFTNESS_PX)  # upper teeth/lip stay
+        dx = squeeze * rel_x * (1.0 - r2).clamp(min=0.0).square() * below_teeth
         src_rel_x = rel_x + dx
 
         # Jaw drop: output row y shows source row y - dy. A thin band of rows at the
         # lip line stretches into the opening; below it lower lip and chin translate;
         # the drop fades out above the crop's bottom row and towards the cheeks.
-        ramp_start = LIP_LINE_Y - LIP_RAMP_PX / 2 - RAMP_SOFTNESS_PX / 2
         ramp = _soft_ramp(ys, ramp_start, LIP_RAMP_PX + jaw, RAMP_SOFTNESS_PX)
         chin = 1.0 - _smoothstep(ys, CHIN_FADE_START_Y, CHIN_FADE_END_Y)
         across = 0.5 + 0.5 * torch.cos(math.pi * (src_rel_x / JAW_HALF_WIDTH).clamp(-1.0, 1.0))
@@ -215,7 +216,6 @@ class FallbackGenerator(torch.nn.Module):
         half_h = 0.5 * (LIP_RAMP_PX + jaw + RAMP_SOFTNESS_PX) + 0.5
         er = ((src_rel_x / half_w).square()
               + ((ys - ramp_start - half_h) / half_h).square()).sqrt()
-        below_teeth = _smoothstep(ys, ramp_start, ramp_start + RAMP_SOFTNESS_PX)  # upper teeth stay
         alpha = (MOUTH_DARKNESS * _smoothstep(opening, 0.0, 0.3)[:, None, None]
                  * (1.0 - _smoothstep(er, 0.55, 1.0)) * below_teeth)[:, None]
         shadow = torch.tensor(MOUTH_SHADOW_BGR, device=ref.device).view(1, 3, 1, 1)
