@@ -56,8 +56,8 @@ SPEAKING_GATE = (OPEN_KNEE, 2.5)  #: window energy range over which head motion 
 
 # -- Eyes (crop px, from the face box) and the blink's upper lid.
 EYE_CENTERS_X = (27.0, 70.0)  #: px, eye centres
-EYE_TOP_Y = 29.0  #: px, upper lid line of the open eye
-EYE_HEIGHT_PX = 7.0  #: px, upper lid to lower lid
+EYE_TOP_Y = 27.5  #: px, just above the upper lash line of the open eye
+EYE_HEIGHT_PX = 8.0  #: px, lid travel from there to the lower lid
 EYE_HALF_WIDTH = 10.0  #: px, half the lid width
 LID_SKIN_PX = 4.0  #: px of skin above the eye stretched down over it as the lid
 LASH_DARKNESS = 0.45  #: opacity of the lash line at the closing lid's edge
