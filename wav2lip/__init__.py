@@ -44,6 +44,7 @@ from .errors import (
     Wav2LipError,
 )
 from .generator import Generator, GeneratorSpec, generator_spec
+from .idle import render_idle
 from .media_limits import MediaLimits
 from .model import Wav2Lip
 from .options import PRESETS, AvatarOptions, EncodeOptions, RenderOptions, preset
@@ -61,6 +62,6 @@ __all__ = [
     "avatar_key", "combine_segments", "content_key", "file_sha256", "final_frames", "find_checkpoint", "frame_count",
     "generator_spec", "lip_sync",
     "load_audio", "load_checkpoint", "load_generator", "mel_windows", "melspectrogram", "official_frame_count",
-    "output_fps", "prepare_avatar", "preset", "random_state_dict", "read_frames", "render_segment",
+    "output_fps", "prepare_avatar", "preset", "random_state_dict", "read_frames", "render_idle", "render_segment",
     "save_official_checkpoint", "window_starts",
 ]  # fmt: skip

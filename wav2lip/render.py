@@ -84,11 +84,17 @@ class Renderer:
                 "refused": self.selection.get("refused")}  # fmt: skip
 
     @torch.inference_mode()
-    def predict(self, crops: np.ndarray, windows: np.ndarray) -> np.ndarray:
-        """(B, 96, 96, 3) uint8 predicted faces from crops (B, 96, 96, 3) uint8 and windows (B, 80, 16)."""
+    def predict(self, crops: np.ndarray, windows: np.ndarray, positions: np.ndarray | None = None) -> np.ndarray:
+        """(B, 96, 96, 3) uint8 predicted faces from crops (B, 96, 96, 3) uint8 and windows (B, 80, 16).
+
+        ``positions`` (B,) int64 timeline frame indices reach generators with ``uses_positions``.
+        """
         audio, face_in = model_inputs(crops, windows, self.device, self.spec.crop_size)
+        extra = {}
+        if positions is not None and self.spec.uses_positions:
+            extra["positions"] = torch.as_tensor(positions, dtype=torch.int64, device=self.device)
         try:
-            out = self.backend(audio, face_in)
+            out = self.backend(audio, face_in, **extra)
         except RuntimeError as exc:
             raise RenderError(f"model failed on a batch of {len(crops)}: {str(exc)[:300]}") from None
         # Official: x255 then truncate to uint8 (no rounding), HWC.
@@ -116,7 +122,7 @@ class Renderer:
             b = min(stop, a + self.batch_size)
             idx = avatar.frame_indices(a, b, loop)
             t0 = time.perf_counter()
-            faces = self.predict(avatar.crops[idx], mel_windows(mel, fps, a, b))
+            faces = self.predict(avatar.crops[idx], mel_windows(mel, fps, a, b), np.arange(a, b))
             t1 = time.perf_counter()
             frames = avatar.frames[idx]  # the one copy of each output frame
             paste_faces(frames, avatar.boxes[idx], faces)
