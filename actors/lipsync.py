@@ -3,7 +3,8 @@
 The encoded chunk stays in this replica's object store (``ChunkResult.segment`` is a
 ``Ref``): the combiner or the stream registry fetches it from here, the ingress never.
 A stream's chunk is packaged as a CMAF fragment here too, with its place on the
-stream's timeline.
+stream's timeline. Live sessions call ``render_live`` with a few frames each; Serve's
+batching joins the calls that arrive together (from many sessions) into one model call.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from wav2lip.options import RenderOptions
 from wav2lip.pipeline import load_generator, render_segment
 from wav2lip.render import Renderer
 
-from .records import ChunkJob, ChunkResult
+import numpy as np
+
+from .records import ChunkJob, ChunkResult, LiveFrames
 from .refs import Ref
 
 log = logging.getLogger("ray.serve")
@@ -40,7 +43,8 @@ class ChunkCancelled(Exception):
 
 @serve.deployment(name="LipSyncWorker")
 class LipSyncWorker:
-    def __init__(self, render: RenderOptions, checkpoint_dir: str, checkpoint_name: str | None, gpu_fraction: float):
+    def __init__(self, render: RenderOptions, checkpoint_dir: str, checkpoint_name: str | None, gpu_fraction: float,
+                 live_batch_calls: int = 16, live_batch_wait_s: float = 0.005):  # fmt: skip
         self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
         generator = load_generator(Path(checkpoint_dir) / checkpoint_name if checkpoint_name else None, checkpoint_dir)
         self.renderer = Renderer(generator, render)
@@ -50,6 +54,9 @@ class LipSyncWorker:
             torch.cuda.set_per_process_memory_fraction(gpu_fraction, self.renderer.device)
         self._avatars: OrderedDict[str, Avatar] = OrderedDict()
         self.chunks_rendered = 0
+        self.live_calls = self.live_model_calls = self.live_frames = 0
+        self._render_live_batch.set_max_batch_size(live_batch_calls)
+        self._render_live_batch.set_batch_wait_timeout_s(live_batch_wait_s)
         self._model_lock = asyncio.Lock()  # one chunk on the model at a time; the next waits ready
         self._replica = serve.get_replica_context().replica_id.unique_id
         self._node = ray.get_runtime_context().get_node_id()
@@ -67,6 +74,7 @@ class LipSyncWorker:
             "replica": self._replica,
             "pid": os.getpid(),
             "chunks_rendered": self.chunks_rendered,
+            "live": {"calls": self.live_calls, "model_calls": self.live_model_calls, "frames": self.live_frames},
             "selection": self.renderer.describe(),  #: the mode and batch picked, and the measured figures why
         }
 
@@ -79,6 +87,22 @@ class LipSyncWorker:
         while len(self._avatars) > _AVATARS_KEPT:
             self._avatars.popitem(last=False)
         return avatar
+
+    async def render_live(self, item: LiveFrames) -> np.ndarray:
+        """(n, 96, 96, 3) uint8 predicted faces for one live fragment (batched with other sessions')."""
+        return await self._render_live_batch(item)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)  # set from the settings in __init__
+    async def _render_live_batch(self, items: list[LiveFrames]) -> list[np.ndarray]:
+        crops = np.concatenate([i.crops for i in items])
+        windows = np.concatenate([i.windows for i in items])
+        positions = np.concatenate([i.positions for i in items])
+        faces = await asyncio.to_thread(self.renderer.predict, crops, windows, positions)
+        self.live_calls += len(items)
+        self.live_model_calls += 1
+        self.live_frames += len(crops)
+        bounds = np.cumsum([len(i.crops) for i in items])[:-1]
+        return np.split(faces, bounds)
 
     async def render_chunk(self, job: ChunkJob) -> ChunkResult:
         """The chunk, encoded. A cancelled call (request cancelled, client gone) stops the

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from wav2lip.options import EncodeOptions
 
 from .refs import Ref
@@ -129,3 +131,23 @@ class SegmentsLost(Exception):
 
     def __reduce__(self):
         return SegmentsLost, (self.indices,)
+
+
+@dataclass(frozen=True)
+class LiveFrames:
+    """One live fragment's model inputs; the worker batches many sessions' into one call."""
+
+    crops: np.ndarray  #: (n, 96, 96, 3) uint8 face crops
+    windows: np.ndarray  #: (n, 80, 16) float32 mel windows
+    positions: np.ndarray  #: (n,) int64 frames of the session timeline (blinks, head motion)
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """What a live session renders with, resolved by the ingress when it opens."""
+
+    avatar: AvatarVariant
+    voice: str  #: the TTS voice of text messages
+    rate: float  #: its speaking rate
+    fps: float
+    persona: str | None = None  #: the agent it was opened for, if any

@@ -14,6 +14,7 @@ from actors.jobs import JobRegistry
 from actors.lipsync import LipSyncWorker
 from actors.media import MediaWorker
 from actors.results import ResultStore
+from actors.sessions import SessionHost
 from actors.streams import StreamRegistry
 from actors.tts import TTSWorker
 from wav2lip.errors import InvalidSettings
@@ -64,11 +65,12 @@ def build_app(args: dict | Settings | None = None) -> Application:
 
     worker = LipSyncWorker.options(
         ray_actor_options={"num_cpus": settings.worker_cpus, "num_gpus": gpus, **env},
-        max_ongoing_requests=settings.worker_max_ongoing,
+        # chunks, plus the live fragments that wait to be batched into one model call
+        max_ongoing_requests=settings.worker_max_ongoing + settings.live_batch_calls,
         **_scaling(settings.workers, settings.max_workers, target_ongoing_requests=settings.target_ongoing_per_worker,
                    upscale_delay_s=settings.upscale_delay_s, downscale_delay_s=settings.downscale_delay_s),
     ).bind(settings.render.options(settings.torch_threads()), str(settings.checkpoint_dir), settings.checkpoint_name,
-           gpus)  # fmt: skip
+           gpus, settings.live_batch_calls, settings.live_batch_wait_s)  # fmt: skip
     tts = TTSWorker.options(ray_actor_options={"num_cpus": settings.tts_cpus},
                             **_scaling(settings.tts_replicas, settings.max_tts_replicas)).bind(
         data, settings.speech_memory_bytes, settings.speech_disk_bytes, settings.tts_max_chars)  # fmt: skip
@@ -80,8 +82,11 @@ def build_app(args: dict | Settings | None = None) -> Application:
     streams = StreamRegistry.options(ray_actor_options=small).bind(
         data, settings.retention_s, settings.stream_stale_after_s, settings.stream_memory_bytes)
     combiner = Combiner.options(ray_actor_options=small, num_replicas=settings.combiner_replicas).bind(results, streams)
+    sessions = SessionHost.options(ray_actor_options={"num_cpus": settings.session_cpus, **env}).bind(
+        worker, tts, settings.live(), settings.sessions_per_worker, settings.session_idle_timeout_s,
+        settings.retry_after_s, settings.workers)  # fmt: skip
     handles = Handles(
-        worker=worker, media=media, combiner=combiner, results=results, tts=tts, streams=streams,
+        worker=worker, media=media, combiner=combiner, results=results, tts=tts, streams=streams, sessions=sessions,
         avatars=AvatarRegistry.options(ray_actor_options=small).bind(
             data, settings.avatar_memory_items, settings.avatar_disk_bytes, settings.retention_s,
             MediaLimits(max_frames=settings.avatar_max_frames, max_video_pixels=settings.avatar_max_video_pixels)),

@@ -6,6 +6,7 @@ here; the most specific class wins, anything unknown is a 500 (our bug).
 
 from __future__ import annotations
 
+from actors.sessions import SessionsFull
 from wav2lip.errors import (
     AudioDecodeError,
     CheckpointError,
@@ -66,6 +67,7 @@ STATUS: dict[type[Wav2LipError], int] = {
     NoFaceDetected: 422,
     EmptyText: 422,
     Overloaded: 503,
+    SessionsFull: 503,
     NotReady: 503,
     RenderFailed: 502,
     RenderError: 500,

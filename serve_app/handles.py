@@ -19,3 +19,4 @@ class Handles:
     tts: Any  #: TTSWorker
     jobs: Any  #: JobRegistry
     streams: Any  #: StreamRegistry
+    sessions: Any  #: SessionHost: live sessions

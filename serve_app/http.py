@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from wav2lip.errors import InputTooLarge, Wav2LipError
 
-from .errors import Overloaded, UploadTimedOut, error_body, error_code, status_for
+from .errors import UploadTimedOut, error_body, error_code, status_for
 
 log = logging.getLogger("ray.serve")
 
@@ -34,7 +34,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Wav2LipError)
     async def _engine_error(request: Request, exc: Wav2LipError):
         status = status_for(exc)
-        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
+        retry_after = getattr(exc, "retry_after_s", None)  # load shedding (Overloaded, SessionsFull)
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
         if status >= 500 and status != 503:  # 503 is load shedding, not a failure
             log.error("request failed: %s", exc)
         message = getattr(exc, "message", None) or str(exc)

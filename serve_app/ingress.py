@@ -9,22 +9,24 @@ signatures at run time, and string annotations on the class methods do not resol
 import logging
 import pathlib
 
-from fastapi import Depends, FastAPI, File, HTTPException, Path, Query, Request, UploadFile
+from fastapi import Depends, File, HTTPException, Path, Query, Request, UploadFile
 from ray import serve
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
+from actors.pool import running_workers
 from wav2lip.avatar import DEFAULT_AVATAR_ID
 from wav2lip.options import AvatarOptions
 
 from .admission import Admission
+from .api import api, edge
 from .personas import load_personas
 from .background import Background
 from .dispatch import ChunkDispatcher
-from .errors import STATUS, NotReady, RenderFailed
+from .errors import NotReady, RenderFailed
 from .flow import FlowContext
 from .forms import AVATAR_TYPES, async_field, read_upload, video_form
 from .handles import Handles
-from .http import Edge, EdgeConfig, install_error_handlers, ranged_response
+from .http import ranged_response
 from .jobs import JobFlow
 from .metrics import ServiceMetrics
 from .schemas import (
@@ -34,7 +36,6 @@ from .schemas import (
     VIDEO_ID_PATTERN,
     AgentInfo,
     AvatarRecord,
-    ErrorBody,
     GenerateVideoRequest,
     Health,
     JobAccepted,
@@ -45,25 +46,14 @@ from .schemas import (
     VideoResponse,
     VoiceRecord,
 )
+from .session_routes import SessionRoutes
+from .sessions import SessionFlow
 from .settings import Settings
 from .streams import StreamFlow, stream_status
 from .videos import VideoFlow
 
 log = logging.getLogger("ray.serve")
 
-api = FastAPI(
-    title="Wav2Lip talking-head service",
-    version="1.0.0",
-    description="Text or audio in, a lip-synced MP4 of an avatar out. Errors are JSON {error, message}.",
-    # no 307 to the same path with a slash added: its Location would be built from the client's Host header
-    redirect_slashes=False,
-    responses={s: {"model": ErrorBody} for s in sorted(set(STATUS.values()) | {400, 401, 403, 416, 422})},
-)
-install_error_handlers(api)
-#: API key, CORS and the streaming upload limit; added at import (Starlette freezes
-#: middleware once serving), configured from the settings when the replica starts.
-edge = EdgeConfig()
-api.add_middleware(Edge, config=edge)
 
 
 def _stream_urls(stream_id: str) -> StreamCreated:
@@ -79,19 +69,9 @@ _NO_CACHE = {"Cache-Control": "no-cache"}
 _DEMO_PAGE = (pathlib.Path(__file__).parent / "static" / "index.html").read_text()
 
 
-def _running_workers(settings: Settings) -> int:
-    """Worker replicas Serve reports RUNNING (the configured count if the controller cannot say)."""
-    try:
-        app = serve.get_replica_context().app_name
-        states = serve.status().applications[app].deployments["LipSyncWorker"].replica_states
-        return int(states.get("RUNNING", 0))
-    except Exception:  # noqa: BLE001 - health must answer even if status is unavailable
-        return settings.workers
-
-
 @serve.deployment(name="Ingress")
 @serve.ingress(api)
-class Ingress:
+class Ingress(SessionRoutes):
     def __init__(self, settings: Settings, handles: Handles):
         edge.max_bytes, edge.api_key, edge.cors_origins = settings.max_upload_bytes, settings.api_key, settings.cors_origins
         edge.upload_timeout_s, edge.max_uploads = settings.upload_timeout_s, settings.max_uploads
@@ -109,6 +89,7 @@ class Ingress:
         self.jobs = JobFlow(ctx, self.videos, background)
         self.streams = StreamFlow(ctx, background)
         self.registry = self.streams.registry  # the stream registry, its calls retried while it restarts
+        self.sessions = SessionFlow(settings, handles, self.personas)
 
     # ---- Python handle API (same models as HTTP) -------------------------------------
     async def generate(self, request: VideoRequest) -> VideoResponse:
@@ -279,5 +260,5 @@ class Ingress:
         except Exception as exc:  # no worker replica answering yet
             raise NotReady(f"no lip-sync worker is ready: {type(exc).__name__}") from None
         return Health(status="ok", model_loaded=True, renderer=info["renderer"], model_id=info["model_id"],
-                      device=info["device"], precision=info["precision"], workers=_running_workers(self.settings),
+                      device=info["device"], precision=info["precision"], workers=running_workers(self.settings.workers),
                       selection=info.get("selection"))  # fmt: skip

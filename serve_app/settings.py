@@ -106,6 +106,28 @@ class Settings(BaseSettings):
     registry_retry_s: float = Field(30.0, ge=0)  #: how long stream-registry calls are retried while its replica restarts
     stream_memory_bytes: int = Field(64 * 1024 * 1024, ge=0)  #: fragments the stream registry serves from memory
 
+    # Live sessions (POST /v1/sessions): one real-time stream per user
+    sessions_per_worker: int = Field(8, ge=1, le=1000)  #: sessions admitted per running worker replica; more get 503
+    session_fragment_frames: int = Field(5, ge=1, le=50)  #: frames per fragment (one model call per session each)
+    session_lead_s: float = Field(0.2, ge=0, le=5)  #: a fragment is rendered this long before it is due
+    session_lookahead_wait_s: float = Field(0.1, ge=0, le=5)  #: input pause after which queued speech starts anyway
+    session_max_queue_s: float = Field(30.0, gt=0, le=3600)  #: speech queued at most; more is dropped (input_too_fast)
+    session_max_input_rate: float = Field(2.0, ge=1, le=100)  #: sustained client audio faster than this x real time is dropped
+    session_max_pending_texts: int = Field(8, ge=1, le=1000)  #: texts waiting to be spoken; more are refused
+    session_idle_timeout_s: float = Field(300.0, gt=0)  #: a session nobody watches or speaks to ends after this
+    session_behind_after_s: float = Field(0.5, gt=0)  #: a fragment this late sends a ``behind`` event
+    session_stats_every_s: float = Field(2.0, gt=0)  #: how often viewers get a ``stats`` event
+    session_jpeg_quality: int = Field(80, ge=1, le=100)  #: frames output: JPEG quality
+    session_crf: int = Field(28, ge=0, le=51)  #: H.264 quality of the session video (lower is better, larger)
+    session_x264_preset: str = "ultrafast"  #: x264 speed preset (always tune=zerolatency)
+    session_audio_bitrate: int = Field(32000, ge=6000, le=510000)  #: Opus bits per second
+    session_render_attempts: int = Field(3, ge=1, le=10)  #: worker calls per fragment before it is shown unsynced
+    session_render_timeout_s: float = Field(2.0, gt=0)  #: one worker call's limit
+    session_keep_fragments: int = Field(16, ge=1, le=1000)  #: fragments kept for slow viewers (then they skip ahead)
+    session_cpus: float = Field(0.2, gt=0, le=64)  #: logical CPUs of the SessionHost replica (mel, paste, encode)
+    live_batch_calls: int = Field(16, ge=1, le=1024)  #: live fragments a worker joins into one model call
+    live_batch_wait_s: float = Field(0.005, ge=0, le=1)  #: how long a worker waits for more fragments to join
+
     # Text to speech
     agents_file: Path = Path("agents.yaml")  #: agent personas (avatar, voice, rate, preset)
     tts_max_chars: int = Field(5000, ge=1)  #: longer text gets 413
@@ -149,6 +171,20 @@ class Settings(BaseSettings):
         if self.max_workers and self.max_workers < self.workers:
             raise ValueError("max_workers must be 0 or at least workers")
         return self
+
+    def live(self):
+        """How every live session runs (``actors.live_session.LiveSettings``)."""
+        from actors.live_session import LiveSettings
+
+        return LiveSettings(
+            fragment_frames=self.session_fragment_frames, lead_s=self.session_lead_s,
+            lookahead_wait_s=self.session_lookahead_wait_s, max_queue_s=self.session_max_queue_s,
+            max_input_rate=self.session_max_input_rate, max_pending_texts=self.session_max_pending_texts,
+            behind_after_s=self.session_behind_after_s, stats_every_s=self.session_stats_every_s,
+            jpeg_quality=self.session_jpeg_quality, crf=self.session_crf, x264_preset=self.session_x264_preset,
+            audio_bitrate=self.session_audio_bitrate, render_attempts=self.session_render_attempts,
+            render_timeout_s=self.session_render_timeout_s, keep_fragments=self.session_keep_fragments,
+        )  # fmt: skip
 
     def gpus_per_worker(self, cluster_gpus: float) -> float:
         if self.worker_gpus is not None:

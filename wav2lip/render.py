@@ -74,6 +74,9 @@ class Renderer:
         self.batch_size: int = self.selection["batch_size"]
         log.info("renderer %s on %s: %s", self.kind, self.device, describe(self.selection))
         self.model = getattr(self.backend, "model", generator)
+        #: One batch on the model at a time, whichever thread asks: a live session's small
+        #: batch runs between an offline render's batches instead of racing them.
+        self._model_lock = threading.Lock()
 
     def describe(self) -> dict:
         """A plain dict for health and status pages: mode, backend, batch size and why."""
@@ -88,13 +91,15 @@ class Renderer:
         """(B, 96, 96, 3) uint8 predicted faces from crops (B, 96, 96, 3) uint8 and windows (B, 80, 16).
 
         ``positions`` (B,) int64 timeline frame indices reach generators with ``uses_positions``.
+        Thread-safe: calls from several threads take turns on the model.
         """
         audio, face_in = model_inputs(crops, windows, self.device, self.spec.crop_size)
         extra = {}
         if positions is not None and self.spec.uses_positions:
             extra["positions"] = torch.as_tensor(positions, dtype=torch.int64, device=self.device)
         try:
-            out = self.backend(audio, face_in, **extra)
+            with self._model_lock:
+                out = self.backend(audio, face_in, **extra)
         except RuntimeError as exc:
             raise RenderError(f"model failed on a batch of {len(crops)}: {str(exc)[:300]}") from None
         # Official: x255 then truncate to uint8 (no rounding), HWC.
