@@ -96,8 +96,8 @@ class Broadcast:
                     closed = self.closed
                 for entry in entries:
                     if isinstance(entry, Fragment):
-                        if output == "frames":
-                            for message in entry.frame_messages():
+                        if output == "frames":  # JPEG encoding off the event loop (other sessions wait on it)
+                            for message in await asyncio.to_thread(entry.frame_messages):
                                 yield message
                         else:
                             yield entry.media

@@ -232,7 +232,7 @@ class LiveSession:
         ahead = np.concatenate([ahead, np.zeros(max(0, need - len(ahead)), np.float32)])
         idx = self.avatar.frame_indices(a, b, "pingpong")
         frames = self.avatar.frames[idx]
-        if self.avatar.n_frames == 1 or pcm.any() or ahead.any():  # a video avatar idles as its own loop
+        if self.avatar.n_frames == 1 or self.spec.idle_through_model or pcm.any() or ahead.any():
             windows = self.timeline.mel_windows(self.fps, a, b, ahead=ahead)
             faces = await self._predict(LiveFrames(self.avatar.crops[idx], windows, np.arange(a, b, dtype=np.int64)))
             if faces is not None:

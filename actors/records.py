@@ -151,3 +151,6 @@ class SessionSpec:
     rate: float  #: its speaking rate
     fps: float
     persona: str | None = None  #: the agent it was opened for, if any
+    #: Idle a video avatar through the model on silence (the real model's own closed mouth);
+    #: False for the weights-free renderer, whose video avatar idles as recorded.
+    idle_through_model: bool = True

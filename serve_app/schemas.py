@@ -33,6 +33,13 @@ def parse_quad(value) -> tuple[int, int, int, int] | None:
     return quad
 
 
+def known_preset(value: str | None) -> str | None:
+    """A preset name (or None), refused with the list of presets when unknown."""
+    if value is not None and value not in PRESETS:
+        raise ValueError(f"unknown preset {value!r}; choose one of {sorted(PRESETS)}")
+    return value
+
+
 def valid_unicode(value: str | None) -> str | None:
     """Text that can be spoken: no lone UTF-16 surrogates (they cannot be encoded)."""
     if value is not None:
@@ -79,9 +86,7 @@ class VideoRequest(BaseModel):
     @field_validator("preset")
     @classmethod
     def _preset(cls, value):
-        if value is not None and value not in PRESETS:
-            raise ValueError(f"unknown preset {value!r}; choose one of {sorted(PRESETS)}")
-        return value
+        return known_preset(value)
 
 
 class GenerateVideoRequest(BaseModel):

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from wav2lip.options import PRESETS
 
-from .schemas import AVATAR_ID_PATTERN, valid_unicode
+from .schemas import AVATAR_ID_PATTERN, known_preset, valid_unicode
 
 SESSION_ID_PATTERN = r"^[0-9a-f]{32}$"
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 48000  #: what a socket's PCM may be sampled at
@@ -29,9 +29,7 @@ class SessionRequest(BaseModel):
     @field_validator("preset")
     @classmethod
     def _preset(cls, value):
-        if value is not None and value not in PRESETS:
-            raise ValueError(f"unknown preset {value!r}; choose one of {sorted(PRESETS)}")
-        return value
+        return known_preset(value)
 
 
 class SessionCreated(BaseModel):

@@ -52,7 +52,8 @@ class SessionFlow:
         avatar = await self.h.avatars.variant.remote(req.avatar_id or persona.avatar,
                                                      AvatarOptions(resize_factor=enc.resize_factor))  # fmt: skip
         fps = float(req.fps or avatar.summary.get("fps") or enc.fps)
-        spec = SessionSpec(avatar, voice, persona.rate, fps, req.agent_type)
+        renderer = (await self.h.worker.info.remote())["renderer"]
+        spec = SessionSpec(avatar, voice, persona.rate, fps, req.agent_type, idle_through_model=renderer != "fallback")
         return await self.h.sessions.open.remote(spec)
 
     # ---- the socket ----------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The demo page in a real browser: Debian's Chromium driven by Playwright.
 
 It plays the stream (Media Source Extensions fed from live.mp4) while the render is
-still running, reaches the end, and reports no error. CI installs both; elsewhere the
+still running, reaches the end, and reports no error; and its Live mode opens a session,
+plays the idle avatar, speaks, is interrupted and closes. CI installs both; elsewhere the
 test skips when either is missing, and says which.
 """
 
@@ -41,17 +42,22 @@ def _browser():
     return sync_playwright
 
 
+def _launch(p):
+    """Debian's Chromium, headless, allowed to autoplay."""
+    return p.chromium.launch(
+        executable_path=CHROMIUM,
+        args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"],
+    )  # fmt: skip
+
+
 def test_demo_page_plays_the_stream_while_it_renders(ray_cluster, tmp_path):
     sync_playwright = _browser()
     url = ray_cluster
     deploy(Settings(workers=2, worker_gpus=0.5, worker_cpus=0.5, data_dir=tmp_path, render=RenderSettings(threads=1),
                     stream_chunk_duration_s=1.28, inject_chunk_delay_s=1.0, job_poll_s=0.1))  # fmt: skip
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"],
-        )  # fmt: skip
+        browser = _launch(p)
         page = browser.new_page()
         failed = []
         page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
@@ -88,3 +94,71 @@ def test_demo_page_plays_the_stream_while_it_renders(ray_cluster, tmp_path):
         page.screenshot(path=str(tmp_path / "demo.png"))
         browser.close()
     assert not [f for f in failed if not f.endswith("/favicon.ico")], failed
+
+
+LONG_TEXT = ("Thank you for calling, I am going to read you the whole list of our opening hours for every one of our "
+             "shops in the city centre and in the suburbs, starting with the largest one near the main station. "
+             "On Mondays it opens at eight in the morning and closes at eight in the evening. "
+             "On Tuesdays and Wednesdays it opens at nine and closes at seven, and on Thursdays it stays open until ten.")  # fmt: skip
+
+
+def _advances(page, by: float = 0.5, timeout_ms: int = 30_000) -> None:
+    """The live <video>'s currentTime moves on by ``by`` seconds (it plays, it is not stalled)."""
+    start = page.evaluate("document.getElementById('live').currentTime")
+    page.wait_for_function(f"document.getElementById('live').currentTime > {start + by} || window.live.error !== null",
+                           timeout=timeout_ms)  # fmt: skip
+    assert page.evaluate("window.live.error") is None
+
+
+def test_live_mode_speaks_and_interrupts(ray_cluster, tmp_path):
+    sync_playwright = _browser()
+    url = ray_cluster
+    deploy(Settings(workers=1, worker_cpus=0.5, data_dir=tmp_path, render=RenderSettings(threads=1)))
+    with sync_playwright() as p:
+        browser = _launch(p)
+        page = browser.new_page()
+        failed, console_errors = [], []
+        page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: console_errors.append(str(e)))
+        page.goto(url + "/")
+        page.wait_for_function("document.getElementById('agent').options.length > 0", timeout=30_000)
+
+        page.click("#liveOpen")
+        page.wait_for_function("window.live.state === 'idle' || window.live.error !== null", timeout=60_000)
+        assert page.evaluate("window.live.error") is None
+        session_id = page.evaluate("window.live.sessionId")
+        assert session_id
+        page.wait_for_function("document.getElementById('live').currentTime > 0 || window.live.error !== null",
+                               timeout=30_000)  # fmt: skip
+        _advances(page)  # the idle avatar plays
+        assert page.evaluate("document.getElementById('live').muted")
+
+        page.fill("#text", LONG_TEXT)
+        page.click("#liveSpeak")
+        page.wait_for_function("(window.live.events.includes('speech_started') && typeof window.live.latencyMs === 'number')"
+                               " || window.live.error !== null", timeout=90_000)  # fmt: skip
+        live = page.evaluate("window.live")
+        assert live["error"] is None, live
+        print(f"\nlive: Speak click -> first speaking frame shown: {live['latencyMs']:.0f} ms")
+        assert live["latencyMs"] > 0
+        _advances(page)  # it plays on while speaking
+        assert page.evaluate("window.live.state") == "speaking", page.evaluate("window.live")
+
+        page.click("#liveInterrupt")
+        page.wait_for_function("window.live.events.includes('interrupted') || window.live.error !== null", timeout=30_000)
+        page.wait_for_function("window.live.state === 'idle' || window.live.error !== null", timeout=30_000)
+        assert page.evaluate("window.live.error") is None
+        _advances(page)  # back to idling, still playing
+        assert page.evaluate("document.getElementById('live').error") is None
+        page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
+
+        page.click("#liveClose")
+        page.wait_for_function("window.live.state === 'closed'", timeout=30_000)
+        live = page.evaluate("window.live")
+        assert live["state"] == "closed" and live["error"] is None, live
+        print("live events:", live["events"])
+        browser.close()
+    assert httpx.get(f"{url}/v1/sessions/{session_id}", timeout=30).status_code == 404
+    assert not [f for f in failed if not f.endswith("/favicon.ico")], failed
+    assert not console_errors, console_errors

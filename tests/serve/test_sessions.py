@@ -19,6 +19,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from serve_app.settings import RenderSettings, Settings
+from wav2lip.encode import read_frames
 from wav2lip.live_encode import parse_frame_message
 
 from .conftest import DATA, deploy
@@ -55,6 +56,14 @@ def status(url: str, created: dict) -> dict:
     return response.json()
 
 
+def watched_session(service) -> tuple[str, dict, Viewer]:
+    """A new session on the module's avatar, with one viewer that got its ready event."""
+    created = open_session(service["url"], avatar_id=service["avatar"])
+    viewer = Viewer(service["url"], created)
+    viewer.wait_event("ready")
+    return service["url"], created, viewer
+
+
 def mouth_motion(frames: list[np.ndarray], box: list[int]) -> np.ndarray:
     """Mean absolute change per frame in the lower part of the face box (where the mouth is)."""
     y1, y2, x1, x2 = box
@@ -75,7 +84,7 @@ def test_speaks_pcm_in_sync_with_its_audio(service):
         viewer.wait_media(1 + 5)  # init + 1 s of idle
         assert viewer.media[0][1][4:8] == b"ftyp"
         pcm = speech(2.0)
-        viewer.send_pcm(pcm.tobytes(), pace_s=0.02)  # 0.1 s pieces at 5x real time
+        viewer.send_pcm(pcm.tobytes(), piece_bytes=640, pace_s=0.004)  # 20 ms pieces at 5x real time
         viewer.send(type="end_of_speech")
         started = viewer.wait_event("speech_started")
         ended = viewer.wait_event("speech_ended")
@@ -109,11 +118,8 @@ def test_speaks_pcm_in_sync_with_its_audio(service):
 
 
 def test_text_speaks_and_interrupt_stops_within_a_fragment(service):
-    url = service["url"]
-    created = open_session(url, avatar_id=service["avatar"])
-    viewer = Viewer(url, created)
+    url, created, viewer = watched_session(service)
     try:
-        viewer.wait_event("ready")
         viewer.send(type="text", text="Hello there. This is a long answer that will be cut short by the user, "
                                         "who has something more important to say.")  # fmt: skip
         started = viewer.wait_event("speech_started", timeout=60)
@@ -231,6 +237,44 @@ def test_capacity_reconnect_and_live_mp4(service):
     httpx.delete(url + created["status_url"], timeout=30)
 
 
+def test_four_sessions_on_two_workers_are_complete_and_gap_free(service):
+    """Two image-avatar and two video-avatar sessions speaking at once; a video avatar idles as recorded."""
+    url = service["url"]
+    video = DATA / "avatar_2s.mp4"
+    record = httpx.post(f"{url}/v1/avatars", files={"avatar": ("v.mp4", video.read_bytes(), "video/mp4")},
+                        timeout=300).json()  # fmt: skip
+    recorded = read_frames(video)
+    kinds = ["image", "image", "video", "video"]
+    sessions = [open_session(url, avatar_id=service["avatar"] if k == "image" else record["avatar_id"]) for k in kinds]
+    viewers = [Viewer(url, created) for created in sessions]
+    try:
+        for viewer in viewers:
+            viewer.wait_event("ready")
+            viewer.wait_media(1 + 2)
+        for i, viewer in enumerate(viewers):
+            viewer.send_pcm(speech(1.6, offset_s=0.5 + i).tobytes(), piece_bytes=16000)
+            viewer.send(type="end_of_speech")
+        for viewer in viewers:
+            viewer.wait_event("speech_ended", timeout=60)
+            viewer.wait_media(len(viewer.media) + 5, timeout=60)
+    finally:
+        for viewer in viewers:
+            viewer.close()
+    for kind, viewer in zip(kinds, viewers):
+        times, frames, audio, audio_start = decode_live(b"".join(m for _, m in viewer.media))
+        assert len(frames) == FRAGMENT * (len(viewer.media) - 1)
+        assert np.allclose(np.diff(times), 1 / FPS, atol=1e-4), kind  # complete: no frame missing, no gap
+        assert abs(len(audio) / 16000 - len(frames) / FPS) < 0.03, kind  # audio as long as the video
+        if kind == "video":  # idle before the speech: the recorded frames, ping-pong, untouched by the model
+            first = round(times[0] * FPS)
+            for j in range(3):
+                loop = first + j
+                index = loop % 98 if loop % 98 < 50 else 98 - loop % 98
+                assert cv2.PSNR(frames[j], recorded[index]) > 30, (loop, index)
+    for created in sessions:
+        httpx.delete(url + created["status_url"], timeout=30)
+
+
 def test_idle_session_ends_after_timeout(service):
     url = service["url"]
     created = open_session(url, avatar_id=service["avatar"])
@@ -242,11 +286,8 @@ def test_idle_session_ends_after_timeout(service):
 
 
 def test_worker_dying_mid_speech_loses_no_session(service):
-    url = service["url"]
-    created = open_session(url, avatar_id=service["avatar"])
-    viewer = Viewer(url, created)
+    url, created, viewer = watched_session(service)
     try:
-        viewer.wait_event("ready")
         viewer.send_pcm(speech(4.0).tobytes(), pace_s=0.02)
         viewer.send(type="end_of_speech")
         viewer.wait_event("speech_started")
