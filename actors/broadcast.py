@@ -3,14 +3,16 @@
 The session publishes each rendered fragment (its fMP4 bytes, and the raw frames and PCM
 for the frames output) and each event into one ordered log; every viewer follows the log
 from where it joined. A slow viewer that falls more than ``keep`` fragments behind skips
-to the live edge rather than holding memory: a live session is never buffered for a
-viewer without bound.
+to what is kept rather than holding memory here; the ingress bounds what waits for a
+socket (``serve_app/relay.py``), so a live session is never buffered for a viewer
+without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import AsyncIterator
@@ -29,7 +31,7 @@ class Fragment:
 
     start: int
     media: bytes  #: moof + mdat (H.264 + Opus)
-    frames: np.ndarray  #: (n, H, W, 3) uint8 BGR, for the frames output
+    frames: np.ndarray | None  #: (n, H, W, 3) uint8 BGR, kept only while a frames viewer watches
     pcm: np.ndarray  #: float32 16 kHz, the fragment's samples
     fps: float
     jpeg_quality: int
@@ -59,6 +61,8 @@ class Broadcast:
         self._keep = keep
         self._changed = asyncio.Condition()
         self.viewers = 0
+        self.frames_viewers = 0  #: viewers of the frames output (fragments keep raw frames for them)
+        self.last_viewer_left_at = time.monotonic()  #: with the last input, what the idle timeout counts from
         self.closed = False
 
     async def publish(self, entry: Fragment | dict) -> None:
@@ -80,6 +84,7 @@ class Broadcast:
         """``ready`` (text), the init segment (fmp4/mp4), then every later entry: bytes for
         media, text for events (none for mp4, which is bytes only)."""
         self.viewers += 1
+        self.frames_viewers += output == "frames"
         try:
             if output != "mp4":
                 yield json.dumps(ready)
@@ -96,7 +101,7 @@ class Broadcast:
                     closed = self.closed
                 for entry in entries:
                     if isinstance(entry, Fragment):
-                        if output == "frames":  # JPEG encoding off the event loop (other sessions wait on it)
+                        if output == "frames" and entry.frames is not None:  # JPEG off the event loop
                             for message in await asyncio.to_thread(entry.frame_messages):
                                 yield message
                         else:
@@ -107,3 +112,5 @@ class Broadcast:
                     return
         finally:
             self.viewers -= 1
+            self.frames_viewers -= output == "frames"
+            self.last_viewer_left_at = time.monotonic()

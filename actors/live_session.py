@@ -37,6 +37,8 @@ from .speech_queue import SpeechQueue
 log = logging.getLogger("ray.serve")
 _NO_VIEWER_POLL_S = 0.02  #: how often a session without viewers looks for one
 _RENDER_TIMES_KEPT = 100  #: fragments the stats' render-time figures cover
+_ROOM_POLL_S = 0.05  #: how often a text's speech waits for room in a full queue
+_RESAMPLERS_KEPT = 4  #: client sample rates whose resampler state is kept (one per socket, usually)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,9 @@ class LiveSession:
         self._pending: asyncio.Queue = asyncio.Queue()  #: texts (and what follows them), spoken in order
         self._t0: float | None = None  #: when frame 0 was due (re-anchored after a pause or a stall)
         self._speaking_text = False  #: a text is being synthesised (its speech is still arriving)
+        self._texts_waiting = 0  #: texts queued in ``_pending``, not yet being spoken
+        self._samples_waiting = 0  #: client audio queued in ``_pending`` behind texts
+        self._interrupted = False  #: the next fragment starts with an ``interrupted`` event
         self._later: list[dict] = []  #: events about the fragment being rendered
         self._stats_at = clock()
         self._pump = asyncio.create_task(self._speak_pending())
@@ -100,6 +105,8 @@ class LiveSession:
         errors = []
         self.last_input_at = self.clock()
         for kind, *value in items:
+            if self.closed:
+                break
             try:
                 if kind == "audio":
                     samples = self._resampler(sample_rate).push(value[0])
@@ -114,11 +121,16 @@ class LiveSession:
                     await self.close()
             except Wav2LipError as exc:
                 errors.append(self._event("error", code=exc.code, message=exc.message))
+            except Exception as exc:  # noqa: BLE001 - e.g. the TTS replica lost: this message fails, not the socket
+                log.warning("session %s: %s message failed: %s", self.id, kind, exc)
+                errors.append(self._event("error", code="input_failed", message=f"{kind}: {type(exc).__name__}"))
         return errors
 
     def _resampler(self, rate: int) -> PcmResampler:
         if rate not in self._resamplers:
-            self._resamplers = {rate: PcmResampler(rate)}  # one rate at a time: a reconnect may change it
+            while len(self._resamplers) >= _RESAMPLERS_KEPT:
+                self._resamplers.pop(next(iter(self._resamplers)))
+            self._resamplers[rate] = PcmResampler(rate)
         return self._resamplers[rate]
 
     def _push(self, samples: np.ndarray, limited: bool = True) -> None:
@@ -133,13 +145,19 @@ class LiveSession:
         """Queue ``item`` behind texts still being spoken (order kept); False when none are."""
         if self._pending.empty() and not self._speaking_text:
             return False
+        if item[0] == "samples":
+            if self._samples_waiting + len(item[1]) > self.queue.room:
+                raise InputTooFast(f"{len(item[1]) / SAMPLE_RATE:.2f} s of audio dropped: over "
+                                   f"{self.settings.max_queue_s:g} s waiting behind texts")  # fmt: skip
+            self._samples_waiting += len(item[1])
         self._pending.put_nowait(item)
         return True
 
     async def _queue_text(self, text: str) -> None:
-        if self._pending.qsize() >= self.settings.max_pending_texts:
-            raise InputTooFast(f"{self._pending.qsize()} texts are waiting to be spoken; this one was dropped")
+        if self._texts_waiting >= self.settings.max_pending_texts:
+            raise InputTooFast(f"{self._texts_waiting} texts are waiting to be spoken; this one was dropped")
         await self.tts.validate.remote(text, self.spec.voice, self.spec.rate)  # empty, too long: error at once
+        self._texts_waiting += 1
         self._pending.put_nowait(("text", text))
 
     async def _speak_pending(self) -> None:
@@ -148,12 +166,11 @@ class LiveSession:
             kind, *value = await self._pending.get()
             try:
                 if kind == "text":
+                    self._texts_waiting -= 1
                     self._speaking_text = True
-                    stream = self.tts.options(stream=True).stream.remote(value[0], self.spec.voice, self.spec.rate)
-                    async for part in stream:
-                        self._push(part, limited=False)
-                    self.queue.end()
+                    await self._speak(value[0])
                 elif kind == "samples":
+                    self._samples_waiting -= len(value[0])
                     self._push(value[0])
                 else:
                     self.queue.end()
@@ -164,18 +181,33 @@ class LiveSession:
             finally:
                 self._speaking_text = not self._pending.empty()
 
+    async def _speak(self, text: str) -> None:
+        """One text's speech, sentence by sentence; a full queue makes TTS wait, never drops speech."""
+        stream = self.tts.options(stream=True).stream.remote(text, self.spec.voice, self.spec.rate)
+        try:
+            async for part in stream:
+                while len(part) > self.queue.room:
+                    await asyncio.sleep(_ROOM_POLL_S)
+                self._push(part, limited=False)
+            self.queue.end()
+        finally:
+            stream.cancel()  # interrupted (or failed): the TTS replica stops synthesising for nobody
+
     async def interrupt(self) -> None:
         """Stop speaking now: queued speech and texts not yet spoken are dropped."""
+        if self.closed:
+            return
         waiting = self.speaking or self._speaking_text or not self._pending.empty() or self.queue.queued
         self._pump.cancel()
         self._pending = asyncio.Queue()
         self._speaking_text = False
+        self._texts_waiting = self._samples_waiting = 0
         self._pump = asyncio.create_task(self._speak_pending())
         self.queue.clear()
-        self.speaking = False
+        self._resamplers.clear()  # their filter tails belong to the dropped speech
         if waiting:
             self.counts["interruptions"] += 1
-            await self.broadcast.publish(self._event("interrupted"))
+            self._interrupted = True  # said just before the next fragment, which is idle
 
     async def close(self) -> None:
         if not self.closed:
@@ -183,6 +215,7 @@ class LiveSession:
             self._pump.cancel()
             self._loop.cancel()
             await self.broadcast.close()
+            self.encoder.close()
 
     # ---- the real-time loop ------------------------------------------------------------
     async def _run(self) -> None:
@@ -211,6 +244,9 @@ class LiveSession:
         need = frame_sample(b, self.fps) - frame_sample(a, self.fps)
         ahead = self.timeline.samples_needed(self.fps, b) - frame_sample(b, self.fps)
         quiet = self.clock() - self.queue.last_input_at >= self.settings.lookahead_wait_s and not self._speaking_text
+        if self._interrupted:  # the fragment in flight when it came kept its speech; this one is idle
+            self._interrupted = self.speaking = False
+            self._publish_later(self._event("interrupted", pts=a / self.fps))
         if not self.speaking and self.queue.queued and (self.queue.queued >= need + ahead or self.queue.ended or quiet):
             self.speaking = True
             self._publish_later(self._event("speech_started", pts=a / self.fps))
@@ -241,7 +277,8 @@ class LiveSession:
         media = await asyncio.to_thread(self.encoder.encode, frames, pcm, a)
         for event in self._later:
             await self.broadcast.publish(event)
-        await self.broadcast.publish(Fragment(a, media, frames, pcm, self.fps, self.settings.jpeg_quality))
+        raw = frames if self.broadcast.frames_viewers else None  # raw frames are kept only for the frames output
+        await self.broadcast.publish(Fragment(a, media, raw, pcm, self.fps, self.settings.jpeg_quality))
         self.frame = b
         self.timeline.trim(self.timeline.keep_from(self.fps, b))
         self.counts["fragments"] += 1

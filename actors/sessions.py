@@ -31,6 +31,7 @@ from .records import SessionSpec
 log = logging.getLogger("ray.serve")
 _AVATARS_KEPT = 16  #: decoded avatars kept (sessions of one persona share one)
 _SWEEP_EVERY_S = 5.0  #: how often idle sessions are looked for
+_WORKERS_TTL_S = 5.0  #: how long the running-worker count (capacity) is trusted
 
 
 class SessionsFull(Wav2LipError):
@@ -53,20 +54,31 @@ class SessionHost:
         self.sessions: dict[str, LiveSession] = {}
         self._avatars: OrderedDict[str, Avatar] = OrderedDict()
         self._sweeper: asyncio.Task | None = None
+        self._opening = 0  #: opens admitted and not yet in ``sessions`` (they count against capacity)
+        self._workers, self._workers_at = workers, float("-inf")
 
-    def capacity(self) -> int:
-        return self.sessions_per_worker * max(1, running_workers(self.workers))
+    async def capacity(self) -> int:
+        """Sessions admitted: per running worker (asked of the controller off the event loop, cached)."""
+        if time.monotonic() - self._workers_at > _WORKERS_TTL_S:
+            self._workers = await asyncio.to_thread(running_workers, self.workers)
+            self._workers_at = time.monotonic()
+        return self.sessions_per_worker * max(1, self._workers)
 
     async def open(self, spec: SessionSpec) -> dict:
         """A new session (idle until spoken to); its status."""
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep())
-        if len(self.sessions) >= self.capacity():
+        capacity = await self.capacity()
+        if len(self.sessions) + self._opening >= capacity:
             raise SessionsFull(f"{len(self.sessions)} live sessions are open, the most the workers take; "
                                f"retry in {self.retry_after_s} s", self.retry_after_s)  # fmt: skip
-        avatar = await self._avatar(spec)
-        session_id = uuid.uuid4().hex
-        self.sessions[session_id] = LiveSession(session_id, spec, avatar, self.settings, self.worker, self.tts)
+        self._opening += 1
+        try:
+            avatar = await self._avatar(spec)
+            session_id = uuid.uuid4().hex
+            self.sessions[session_id] = LiveSession(session_id, spec, avatar, self.settings, self.worker, self.tts)
+        finally:
+            self._opening -= 1
         log.info("session %s opened (%d open): %dx%d at %g fps", session_id, len(self.sessions), avatar.width,
                  avatar.height, spec.fps)  # fmt: skip
         return self.sessions[session_id].status()
@@ -95,7 +107,11 @@ class SessionHost:
 
     async def input(self, session_id: str, items: list[tuple], sample_rate: int) -> list[dict]:
         """Apply one socket's messages in order; error events for that socket."""
-        return await self._get(session_id).input(items, sample_rate)
+        session = self._get(session_id)
+        errors = await session.input(items, sample_rate)
+        if session.closed:  # a close message: its slot is free at once
+            self.sessions.pop(session_id, None)
+        return errors
 
     async def watch(self, session_id: str, output: str) -> AsyncIterator[bytes | str]:
         """The session's output from the live edge (``OUTPUTS``): ends when it closes or the viewer leaves."""
@@ -112,8 +128,8 @@ class SessionHost:
         log.info("session %s closed after %.1f s spoken", session_id, session.spoken_samples / SAMPLE_RATE)
         return session.status()
 
-    def stats(self) -> dict:
-        return {"open": len(self.sessions), "capacity": self.capacity(),
+    async def stats(self) -> dict:
+        return {"open": len(self.sessions), "capacity": await self.capacity(),
                 "viewers": sum(s.broadcast.viewers for s in self.sessions.values())}  # fmt: skip
 
     async def _sweep(self) -> None:
@@ -121,7 +137,8 @@ class SessionHost:
             await asyncio.sleep(min(_SWEEP_EVERY_S, self.idle_timeout_s / 3))
             now = time.monotonic()
             for session_id, session in list(self.sessions.items()):
-                idle = session.broadcast.viewers == 0 and now - session.last_input_at > self.idle_timeout_s
+                quiet_since = max(session.last_input_at, session.broadcast.last_viewer_left_at)
+                idle = session.broadcast.viewers == 0 and now - quiet_since > self.idle_timeout_s
                 if session.closed or idle:
                     await session.close()
                     self.sessions.pop(session_id, None)

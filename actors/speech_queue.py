@@ -32,6 +32,11 @@ class SpeechQueue:
     def seconds(self) -> float:
         return self.queued / SAMPLE_RATE
 
+    @property
+    def room(self) -> int:
+        """Samples that may still be queued."""
+        return int(self._capacity - self.queued)
+
     def push(self, samples: np.ndarray, limited: bool = True) -> int:
         """Queue what the limits allow (``limited``: client audio counts against the rate);
         returns the samples dropped."""

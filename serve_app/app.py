@@ -82,7 +82,8 @@ def build_app(args: dict | Settings | None = None) -> Application:
     streams = StreamRegistry.options(ray_actor_options=small).bind(
         data, settings.retention_s, settings.stream_stale_after_s, settings.stream_memory_bytes)
     combiner = Combiner.options(ray_actor_options=small, num_replicas=settings.combiner_replicas).bind(results, streams)
-    sessions = SessionHost.options(ray_actor_options={"num_cpus": settings.session_cpus, **env}).bind(
+    # One replica: a session's state lives in it (docs/sessions.md).
+    sessions = SessionHost.options(ray_actor_options={"num_cpus": settings.session_cpus, **env}, num_replicas=1).bind(
         worker, tts, settings.live(), settings.sessions_per_worker, settings.session_idle_timeout_s,
         settings.retry_after_s, settings.workers)  # fmt: skip
     handles = Handles(

@@ -108,7 +108,7 @@ class Edge:
         if not self.config.cors_origins:
             return self.app
         if self._cors is None:
-            self._cors = CORSMiddleware(self.app, allow_origins=self.config.cors_origins, allow_methods=["GET", "POST"],
+            self._cors = CORSMiddleware(self.app, allow_origins=self.config.cors_origins, allow_methods=["GET", "POST", "DELETE"],
                                         allow_headers=["Authorization", "Content-Type", "Range", "X-Request-ID"],
                                         expose_headers=["X-Request-ID", "Content-Range", "Retry-After"])  # fmt: skip
         return self._cors

@@ -52,8 +52,7 @@ class SessionRoutes:
              responses={200: {"content": {"video/mp4": {}}}})  # fmt: skip
     async def get_session_live(self, session_id: str = Path(pattern=SESSION_ID_PATTERN)) -> StreamingResponse:
         await self.h.sessions.check.remote(session_id)  # unknown: 404 before any byte
-        stream = self.h.sessions.options(stream=True).watch.remote(session_id, "mp4")
-        return StreamingResponse(stream, media_type="video/mp4", headers=_NO_CACHE)
+        return StreamingResponse(self.sessions.watch(session_id, "mp4"), media_type="video/mp4", headers=_NO_CACHE)
 
     @api.websocket("/v1/sessions/{session_id}/ws")
     async def session_socket(self, websocket: WebSocket, session_id: str) -> None:

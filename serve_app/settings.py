@@ -124,7 +124,7 @@ class Settings(BaseSettings):
     session_render_attempts: int = Field(3, ge=1, le=10)  #: worker calls per fragment before it is shown unsynced
     session_render_timeout_s: float = Field(2.0, gt=0)  #: one worker call's limit
     session_keep_fragments: int = Field(16, ge=1, le=1000)  #: fragments kept for slow viewers (then they skip ahead)
-    session_cpus: float = Field(0.2, gt=0, le=64)  #: logical CPUs of the SessionHost replica (mel, paste, encode)
+    session_cpus: float = Field(0.05, gt=0, le=64)  #: logical CPUs reserved for the SessionHost replica (a scheduling share: raise it with many sessions)
     live_batch_calls: int = Field(16, ge=1, le=1024)  #: live fragments a worker joins into one model call
     live_batch_wait_s: float = Field(0.005, ge=0, le=1)  #: how long a worker waits for more fragments to join
 
