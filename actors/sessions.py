@@ -3,7 +3,7 @@
 Each session is a ``LiveSession`` (its real-time loop, queue, encoder and viewers) on
 this replica; ingress replicas only relay a socket's input here and its output back, so
 a client whose socket (or ingress replica) drops reconnects anywhere and continues at
-the live edge. The host admits ``sessions_per_worker`` sessions per running worker
+the live edge. The host admits ``sessions_per_worker`` sessions per running live-worker
 replica (503 beyond), and ends sessions nobody watches or speaks to for
 ``idle_timeout_s``. One replica holds every session (see docs/sessions.md for scale).
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections import OrderedDict
@@ -25,7 +26,7 @@ from wav2lip.hparams import SAMPLE_RATE
 
 from .broadcast import OUTPUTS
 from .live_session import LiveSession, LiveSettings
-from .pool import running_workers
+from .pool import LIVE_WORKER_DEPLOYMENT, running_workers
 from .records import SessionSpec
 
 log = logging.getLogger("ray.serve")
@@ -60,7 +61,7 @@ class SessionHost:
     async def capacity(self) -> int:
         """Sessions admitted: per running worker (asked of the controller off the event loop, cached)."""
         if time.monotonic() - self._workers_at > _WORKERS_TTL_S:
-            self._workers = await asyncio.to_thread(running_workers, self.workers)
+            self._workers = await asyncio.to_thread(running_workers, self.workers, LIVE_WORKER_DEPLOYMENT)
             self._workers_at = time.monotonic()
         return self.sessions_per_worker * max(1, self._workers)
 
@@ -129,7 +130,7 @@ class SessionHost:
         return session.status()
 
     async def stats(self) -> dict:
-        return {"open": len(self.sessions), "capacity": await self.capacity(),
+        return {"open": len(self.sessions), "capacity": await self.capacity(), "pid": os.getpid(),
                 "viewers": sum(s.broadcast.viewers for s in self.sessions.values())}  # fmt: skip
 
     async def _sweep(self) -> None:

@@ -2,7 +2,7 @@
 
     python -m bench session [--quick] [--long-s 600] [--checkpoint]   (CPU; needs Ray)
 
-One worker replica, the default avatar at the ``ultra_fast`` preset's resolution unless
+One live-worker replica, the default avatar at the ``ultra_fast`` preset's resolution unless
 said otherwise, the weights-free renderer (``--checkpoint``: a random official-format
 checkpoint, the real model's cost). Three measurements:
 
@@ -20,6 +20,7 @@ checkpoint, the real model's cost). Three measurements:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import threading
@@ -102,14 +103,23 @@ def _speak_continuously(viewer: Viewer, speech: np.ndarray, seconds: float, stop
         time.sleep(max(0.0, t0 + i * PIECE_S - time.monotonic()))
 
 
-def capacity(url: str, avatar: dict, counts: list[int], seconds: float, speech: np.ndarray, worker) -> list[dict]:
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a local process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def capacity(url: str, avatar: dict, counts: list[int], seconds: float, speech: np.ndarray, worker, host) -> list[dict]:
     rows = []
+    pids = {"host": host.stats.remote().result()["pid"], "worker": worker.info.remote().result()["pid"]}
     for n in counts:
         sessions = [open_session(url, **avatar) for _ in range(n)]
         viewers = [Viewer(url, s) for s in sessions]
         for v in viewers:
             v.wait_media(2)
         before = worker.info.remote().result()["live"]
+        cpu_before = {k: _cpu_s(pid) for k, pid in pids.items()}
+        t_start = time.monotonic()
         stop = threading.Event()
         speakers = [threading.Thread(target=_speak_continuously, args=(v, speech, seconds, stop)) for v in viewers]
         marks = [len(v.media) for v in viewers]
@@ -118,6 +128,8 @@ def capacity(url: str, avatar: dict, counts: list[int], seconds: float, speech: 
         for t in speakers:
             t.join()
         after = worker.info.remote().result()["live"]
+        elapsed = time.monotonic() - t_start
+        cpu = {k: (_cpu_s(pid) - cpu_before[k]) / elapsed for k, pid in pids.items()}
         gaps, behind = [], 0
         for v, mark in zip(viewers, marks):
             times = [t for t, _ in v.media[mark:]]
@@ -131,7 +143,8 @@ def capacity(url: str, avatar: dict, counts: list[int], seconds: float, speech: 
                      "fragment_gap_ms_median": round(statistics.median(gaps), 1) if gaps else None,
                      "fragment_gap_ms_p95": round(float(np.percentile(gaps, 95)), 1) if gaps else None,
                      "frames_per_model_call": round((after["frames"] - before["frames"]) / calls, 1) if calls else None,
-                     "calls_per_model_call": round((after["calls"] - before["calls"]) / calls, 2) if calls else None})  # fmt: skip
+                     "calls_per_model_call": round((after["calls"] - before["calls"]) / calls, 2) if calls else None,
+                     "host_cores": round(cpu["host"], 3), "worker_cores": round(cpu["worker"], 3)})  # fmt: skip
     return rows
 
 
@@ -182,11 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         with local_service(data_dir=Path(tmp) / "data", workers=1, sessions_per_worker=64, **extra) as (url, _):
             from ray import serve
 
-            worker = serve.get_deployment_handle("LipSyncWorker", "lipsync")
+            worker = serve.get_deployment_handle("LiveWorker", "lipsync")
             avatar = {"preset": args.preset}
             results = {"preset": args.preset, "renderer": worker.info.remote().result()["renderer"],
                        "latency": latency(url, avatar, runs, speech)}  # fmt: skip
-            results["capacity"] = capacity(url, avatar, counts, args.seconds, speech, worker)
+            host = serve.get_deployment_handle("SessionHost", "lipsync")
+            results["capacity"] = capacity(url, avatar, counts, args.seconds, speech, worker, host)
             results["drift"] = drift(url, avatar, long_s, speech)
     machine = machine_info(args.device)
     print_table("speech latency (first audio byte sent -> first speaking fragment received)", ["input", "median ms", "p95 ms"],

@@ -12,6 +12,7 @@ from actors.avatars import AvatarRegistry
 from actors.combiner import Combiner
 from actors.jobs import JobRegistry
 from actors.lipsync import LipSyncWorker
+from actors.pool import LIVE_WORKER_DEPLOYMENT
 from actors.media import MediaWorker
 from actors.results import ResultStore
 from actors.sessions import SessionHost
@@ -65,8 +66,7 @@ def build_app(args: dict | Settings | None = None) -> Application:
 
     worker = LipSyncWorker.options(
         ray_actor_options={"num_cpus": settings.worker_cpus, "num_gpus": gpus, **env},
-        # chunks, plus the live fragments that wait to be batched into one model call
-        max_ongoing_requests=settings.worker_max_ongoing + settings.live_batch_calls,
+        max_ongoing_requests=settings.worker_max_ongoing,
         **_scaling(settings.workers, settings.max_workers, target_ongoing_requests=settings.target_ongoing_per_worker,
                    upscale_delay_s=settings.upscale_delay_s, downscale_delay_s=settings.downscale_delay_s),
     ).bind(settings.render.options(settings.torch_threads()), str(settings.checkpoint_dir), settings.checkpoint_name,
@@ -82,10 +82,20 @@ def build_app(args: dict | Settings | None = None) -> Application:
     streams = StreamRegistry.options(ray_actor_options=small).bind(
         data, settings.retention_s, settings.stream_stale_after_s, settings.stream_memory_bytes)
     combiner = Combiner.options(ray_actor_options=small, num_replicas=settings.combiner_replicas).bind(results, streams)
+    # Live sessions' model calls have a pool of their own: many small calls in flight per
+    # replica (batched into one model call), which would unbalance the chunk routing of
+    # whole renders, and which a whole render's chunks must not hold up.
+    live = LipSyncWorker.options(
+        name=LIVE_WORKER_DEPLOYMENT,
+        ray_actor_options={"num_cpus": settings.live_worker_cpus, "num_gpus": gpus, **env},
+        max_ongoing_requests=settings.live_batch_calls * 2,  # one batch on the model, the next one gathering
+        num_replicas=settings.live_workers,
+    ).bind(settings.render.options(settings.torch_threads()), str(settings.checkpoint_dir), settings.checkpoint_name,
+           gpus, settings.live_batch_calls, settings.live_batch_wait_s)  # fmt: skip
     # One replica: a session's state lives in it (docs/sessions.md).
     sessions = SessionHost.options(ray_actor_options={"num_cpus": settings.session_cpus, **env}, num_replicas=1).bind(
-        worker, tts, settings.live(), settings.sessions_per_worker, settings.session_idle_timeout_s,
-        settings.retry_after_s, settings.workers)  # fmt: skip
+        live, tts, settings.live(), settings.sessions_per_worker, settings.session_idle_timeout_s,
+        settings.retry_after_s, settings.live_workers)  # fmt: skip
     handles = Handles(
         worker=worker, media=media, combiner=combiner, results=results, tts=tts, streams=streams, sessions=sessions,
         avatars=AvatarRegistry.options(ray_actor_options=small).bind(

@@ -107,7 +107,9 @@ class Settings(BaseSettings):
     stream_memory_bytes: int = Field(64 * 1024 * 1024, ge=0)  #: fragments the stream registry serves from memory
 
     # Live sessions (POST /v1/sessions): one real-time stream per user
-    sessions_per_worker: int = Field(8, ge=1, le=1000)  #: sessions admitted per running worker replica; more get 503
+    live_workers: int = Field(1, ge=1, le=1024)  #: LiveWorker replicas: the model for live sessions, a pool of its own
+    live_worker_cpus: float = Field(0.05, gt=0, le=64)  #: logical CPUs reserved per LiveWorker (a scheduling share)
+    sessions_per_worker: int = Field(8, ge=1, le=1000)  #: sessions admitted per running LiveWorker replica; more get 503
     session_fragment_frames: int = Field(5, ge=1, le=50)  #: frames per fragment (one model call per session each)
     session_lead_s: float = Field(0.2, ge=0, le=5)  #: a fragment is rendered this long before it is due
     session_lookahead_wait_s: float = Field(0.1, ge=0, le=5)  #: input pause after which queued speech starts anyway

@@ -147,6 +147,8 @@ def test_live_mode_speaks_and_interrupts(ray_cluster, tmp_path):
 
         page.click("#liveInterrupt")
         page.wait_for_function("window.live.events.includes('interrupted') || window.live.error !== null", timeout=30_000)
+        page.wait_for_function("typeof window.live.marginMs === 'number'", timeout=30_000)  # from the stats events
+        print(f"live: real-time margin {page.evaluate('window.live.marginMs'):.0f} ms per fragment")
         page.wait_for_function("window.live.state === 'idle' || window.live.error !== null", timeout=30_000)
         assert page.evaluate("window.live.error") is None
         _advances(page)  # back to idling, still playing

@@ -1,7 +1,7 @@
 """Live sessions: open, idle, speak from PCM and from text, interrupt, frames output, refusals,
 capacity, reconnect, live.mp4, idle timeout, and a worker replica dying mid-speech.
 
-One deployment for the module (weights-free renderer, a 256x256 avatar, two workers).
+One deployment for the module (weights-free renderer, a 256x256 avatar, two live workers).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ IDLE_TIMEOUT_S = 6.0
 @pytest.fixture(scope="module")
 def service(ray_cluster, tmp_path_factory, small_avatar):
     settings = Settings(workers=2, worker_gpus=0.5, worker_cpus=0.3, data_dir=tmp_path_factory.mktemp("sessions"),
-                        render=RenderSettings(threads=1), sessions_per_worker=PER_WORKER,
+                        render=RenderSettings(threads=1), live_workers=2, sessions_per_worker=PER_WORKER,
                         session_idle_timeout_s=IDLE_TIMEOUT_S, session_max_queue_s=10.0)  # fmt: skip
     deploy(settings)
     record = httpx.post(f"{ray_cluster}/v1/avatars", files={"avatar": ("f.png", small_avatar.read_bytes(), "image/png")},
@@ -291,7 +291,7 @@ def test_worker_dying_mid_speech_loses_no_session(service):
         viewer.send_pcm(speech(4.0).tobytes(), pace_s=0.02)
         viewer.send(type="end_of_speech")
         viewer.wait_event("speech_started")
-        workers = [a for a in ray.util.list_named_actors(all_namespaces=True) if "LipSyncWorker" in a["name"]]
+        workers = [a for a in ray.util.list_named_actors(all_namespaces=True) if "LiveWorker" in a["name"]]
         ray.kill(ray.get_actor(workers[0]["name"], namespace=workers[0]["namespace"]), no_restart=False)
         viewer.wait_event("speech_ended", timeout=60)
         n = len(viewer.media)
