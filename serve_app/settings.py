@@ -108,7 +108,7 @@ class Settings(BaseSettings):
 
     # Live sessions (POST /v1/sessions): one real-time stream per user
     live_workers: int = Field(1, ge=1, le=1024)  #: LiveWorker replicas: the model for live sessions, a pool of its own
-    live_worker_cpus: float = Field(0.05, gt=0, le=64)  #: logical CPUs reserved per LiveWorker (a scheduling share)
+    live_worker_cpus: float = Field(0.0, ge=0, le=64)  #: logical CPUs reserved per LiveWorker (0: none; set on a cluster)
     sessions_per_worker: int = Field(8, ge=1, le=1000)  #: sessions admitted per running LiveWorker replica; more get 503
     session_fragment_frames: int = Field(5, ge=1, le=50)  #: frames per fragment (one model call per session each)
     session_lead_s: float = Field(0.2, ge=0, le=5)  #: a fragment is rendered this long before it is due
@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     session_render_attempts: int = Field(3, ge=1, le=10)  #: worker calls per fragment before it is shown unsynced
     session_render_timeout_s: float = Field(2.0, gt=0)  #: one worker call's limit
     session_keep_fragments: int = Field(16, ge=1, le=1000)  #: fragments kept for slow viewers (then they skip ahead)
-    session_cpus: float = Field(0.05, gt=0, le=64)  #: logical CPUs reserved for the SessionHost replica (a scheduling share: raise it with many sessions)
+    session_cpus: float = Field(0.0, ge=0, le=64)  #: logical CPUs reserved for the SessionHost replica (0: none; raise it with many sessions)
     live_batch_calls: int = Field(16, ge=1, le=1024)  #: live fragments a worker joins into one model call
     live_batch_wait_s: float = Field(0.005, ge=0, le=1)  #: how long a worker waits for more fragments to join
 
