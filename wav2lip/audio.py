@@ -173,6 +173,29 @@ def mel_basis() -> np.ndarray:
     return weights.astype(np.float32)
 
 
+@lru_cache(maxsize=1)
+def _filter_taps() -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """Per mel filter, its non-zero FFT bins and their weights (each filter spans a few bins)."""
+    return tuple((np.flatnonzero(row), row[np.flatnonzero(row)]) for row in mel_basis())
+
+
+def _apply_filterbank(magnitudes: np.ndarray) -> np.ndarray:
+    """(n, 401) float32 STFT magnitudes -> (80, n) float32 mel energies, ``mel_basis() @ magnitudes.T``.
+
+    Each column is summed from its own spectrum alone, bin by bin in a fixed order, so it is
+    bit-identical whatever else is computed with it. A BLAS matmul is not: sgemm's rounding
+    changes with the matrix width and the thread count, so a column would differ by an ulp
+    between the whole audio and a prefix of it (a pipelined render's early chunks), or
+    between processes (a worker with one BLAS thread, the CLI with several).
+    """
+    spectra = np.ascontiguousarray(magnitudes.T)
+    out = np.zeros((N_MELS, spectra.shape[1]), dtype=np.float32)
+    for row, (bins, weights) in zip(out, _filter_taps()):
+        for k, weight in zip(bins, weights):
+            row += weight * spectra[k]
+    return out
+
+
 def melspectrogram(samples: np.ndarray) -> np.ndarray:
     """(80, T) float32 normalised log-mel in [-4, 4], T = 1 + len // 200 (official recipe)."""
     x = np.asarray(samples, dtype=np.float64)
@@ -182,11 +205,10 @@ def melspectrogram(samples: np.ndarray) -> np.ndarray:
     n_frames = 1 + len(x) // HOP_LENGTH
     frames = np.lib.stride_tricks.sliding_window_view(padded, WIN_LENGTH)[::HOP_LENGTH][:n_frames]
     window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(WIN_LENGTH) / WIN_LENGTH)  # periodic Hann
-    basis = mel_basis()
     mel = np.empty((N_MELS, n_frames), dtype=np.float32)
     for start in range(0, n_frames, _STFT_BLOCK):
         spec = np.fft.rfft(frames[start : start + _STFT_BLOCK] * window, n=N_FFT, axis=1).astype(np.complex64)
-        mel[:, start : start + _STFT_BLOCK] = basis @ np.abs(spec).T
+        mel[:, start : start + _STFT_BLOCK] = _apply_filterbank(np.abs(spec))
     db = 20 * np.log10(np.maximum(_AMP_FLOOR, mel)) - np.float32(REF_LEVEL_DB)
     scaled = 2 * MAX_ABS_VALUE * ((db - MIN_LEVEL_DB) / -MIN_LEVEL_DB) - MAX_ABS_VALUE
     out = np.clip(scaled, -MAX_ABS_VALUE, MAX_ABS_VALUE).astype(np.float32)
