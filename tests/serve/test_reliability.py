@@ -47,10 +47,13 @@ def url(ray_cluster):
 
 
 def test_killed_worker_mid_request_is_retried_elsewhere(url, tmp_path, speech_clips):
-    deploy(settings(tmp_path, inject_chunk_delay_s=1.0, inject_delay_attempts=1))
+    # Chunks wait 3 s in the workers: the kill at 2 s finds them there even when the upload
+    # and decode take over a second on a loaded 2-core machine (at 0.6 s it sometimes came
+    # before any chunk was sent, and every chunk went to the survivor).
+    deploy(settings(tmp_path, inject_chunk_delay_s=3.0, inject_delay_attempts=1))
     with cf.ThreadPoolExecutor(1) as pool:
         future = pool.submit(post, url, speech_clips["b"])
-        time.sleep(0.6)  # chunks are now waiting inside both workers
+        time.sleep(2.0)  # chunks are now waiting inside both workers
         victim = replica_actors("LipSyncWorker")[0]
         ray.kill(victim, no_restart=True)
         r = future.result()
