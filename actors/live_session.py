@@ -227,7 +227,7 @@ class LiveSession:
                     continue
                 now = self.clock()
                 if self._t0 is None:
-                    self._t0 = now - self.frame / self.fps
+                    self._t0 = self._aligned(now - self.frame / self.fps)
                 due = self._t0 + self.frame / self.fps
                 if due - self.settings.lead_s > now:
                     await asyncio.sleep(due - self.settings.lead_s - now)
@@ -238,6 +238,12 @@ class LiveSession:
             log.exception("session %s failed", self.id)
             await self.broadcast.publish(self._event("error", code="session_failed", message=str(exc)[:300]))
             await self.close()
+
+    def _aligned(self, t0: float) -> float:
+        """``t0`` moved forward onto the host's fragment grid: sessions at one rate then send their
+        fragments to the workers at the same moments, so the workers can batch them together."""
+        period = self.settings.fragment_frames / self.fps
+        return -(-t0 // period) * period
 
     def _speech(self, a: int, b: int) -> np.ndarray:
         """The fragment's samples: queued speech once an utterance may start, else silence."""
@@ -313,7 +319,7 @@ class LiveSession:
         late = now - due
         if late > self.settings.behind_after_s:
             self.counts["behind"] += 1
-            self._t0 = now - self.frame / self.fps + self.settings.lead_s  # re-anchor: never race to catch up
+            self._t0 = self._aligned(now - self.frame / self.fps)  # re-anchor: never race to catch up
             await self.broadcast.publish(self._event("behind", lag_s=round(late, 3)))
         if now - self._stats_at >= self.settings.stats_every_s:
             self._stats_at = now

@@ -2,8 +2,8 @@
 
     python -m bench session [--quick] [--long-s 600] [--checkpoint]   (CPU; needs Ray)
 
-One live-worker replica, the default avatar at the ``ultra_fast`` preset's resolution unless
-said otherwise, the weights-free renderer (``--checkpoint``: a random official-format
+One live-worker replica, the default avatar at the ``balanced`` preset (25 fps) unless
+said otherwise (``--preset``), the weights-free renderer (``--checkpoint``: a random official-format
 checkpoint, the real model's cost). Three measurements:
 
 * **latency**: an idle session gets 2 s of speech (PCM, all at once as a TTS would send
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--checkpoint", action="store_true", help="a random official-format checkpoint (the real model)")
-    parser.add_argument("--preset", default="ultra_fast", help="the sessions' preset (resolution, fps)")
+    parser.add_argument("--preset", default="balanced", help="the sessions' preset (resolution, fps)")
     parser.add_argument("--seconds", type=float, default=20.0, help="capacity: seconds each level speaks")
     parser.add_argument("--long-s", type=float, default=600.0, help="drift: length of the long session")
     parser.add_argument("--max-sessions", type=int, default=8)
