@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     # Live sessions (POST /v1/sessions): one real-time stream per user
     live_workers: int = Field(1, ge=1, le=1024)  #: LiveWorker replicas: the model for live sessions, a pool of its own
     live_worker_cpus: float = Field(0.0, ge=0, le=64)  #: logical CPUs reserved per LiveWorker (0: none; set on a cluster)
-    sessions_per_worker: int = Field(8, ge=1, le=1000)  #: sessions admitted per running LiveWorker replica; more get 503
+    sessions_per_worker: int = Field(4, ge=1, le=1000)  #: sessions admitted per running LiveWorker replica; more get 503 (4 kept real time on a 2-core CPU: docs/benchmarks.md)
     session_fragment_frames: int = Field(5, ge=1, le=50)  #: frames per fragment (one model call per session each)
     session_lead_s: float = Field(0.2, ge=0, le=5)  #: a fragment is rendered this long before it is due
     session_lookahead_wait_s: float = Field(0.1, ge=0, le=5)  #: input pause after which queued speech starts anyway
