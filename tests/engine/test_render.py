@@ -71,7 +71,7 @@ def video_avatar(data_dir) -> wav2lip.Avatar:
     return prepare_avatar(data_dir / "avatar_2s.mp4", AvatarOptions(resize_factor=2, max_frames=8))
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=pytest.mark.slow)])  # bf16: a minute
 def test_chunked_equals_single_pass(random_model, default_avatar, mel, precision):
     one = render(random_model, default_avatar, mel, 0, N, cpu(precision, 16))
     assert one.shape == (N, 512, 512, 3) and one.dtype == np.uint8

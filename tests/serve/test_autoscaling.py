@@ -24,7 +24,7 @@ from serve_app.settings import RenderSettings, Settings
 
 from .conftest import DATA, deploy
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]  # slow: skipped by default (CI budget)
 CONCURRENCY = 6
 LOAD_S = 40  #: longest time the load is kept up waiting for a scale-up
 IDLE_S = 60  #: longest wait for the pool to shrink back once idle

@@ -30,7 +30,7 @@ from wav2lip.encode import read_frames
 
 from .conftest import DATA, deploy, free_port
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]  # slow: skipped by default (CI budget)
 RUNTIME_ENV = {"env_vars": {"RAY_AUTH_MODE": "disabled"}}
 
 

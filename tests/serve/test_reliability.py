@@ -89,6 +89,7 @@ def test_hanging_chunk_times_out_and_is_retried(url, tmp_path, speech_clips):
     assert stats["chunk_retries"] == stats["total_chunks"] >= 2  # every first attempt hung
 
 
+@pytest.mark.slow  # over a minute: skipped by default (CI budget)
 def test_avatars_and_results_survive_restart(url, tmp_path, speech_clips, small_avatar):
     s = settings(tmp_path)
     deploy(s)
