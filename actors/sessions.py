@@ -25,7 +25,8 @@ from wav2lip.errors import NotFound, Wav2LipError
 from wav2lip.hparams import SAMPLE_RATE
 
 from .broadcast import OUTPUTS
-from .live_session import LiveSession, LiveSettings
+from .live_session import LiveSession
+from .speech_input import LiveSettings
 from .pool import LIVE_WORKER_DEPLOYMENT, running_workers
 from .records import SessionSpec
 

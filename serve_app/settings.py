@@ -175,8 +175,8 @@ class Settings(BaseSettings):
         return self
 
     def live(self):
-        """How every live session runs (``actors.live_session.LiveSettings``)."""
-        from actors.live_session import LiveSettings
+        """How every live session runs (``actors.speech_input.LiveSettings``)."""
+        from actors.speech_input import LiveSettings
 
         return LiveSettings(
             fragment_frames=self.session_fragment_frames, lead_s=self.session_lead_s,
