@@ -164,3 +164,11 @@ def service_suite_args(suite: str, argv: list[str] | None) -> argparse.Namespace
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--quick", action="store_true")
     return parser.parse_args(argv)
+
+
+def source_line(data: dict) -> str:
+    """The italic line under a report section: which result file, machine, command, date, commit."""
+    m = data["machine"]
+    gpu = f", {m['gpu']}" if m.get("gpu") else ""
+    return (f"*Source: `bench/results/{data['file']}` — {m['cpu']} ({m['cpu_cores']} cores{gpu}), "
+            f"torch {m['torch']}, `{m['command']}`, {data['date']}, commit {m.get('git_commit')}.*")  # fmt: skip

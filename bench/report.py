@@ -10,6 +10,8 @@ import json
 import sys
 
 from .common import RESULTS_DIR, ROOT, format_table
+from .common import source_line as _source
+from .session_report import session_section
 
 DOCS = ROOT / "docs"
 IMG = DOCS / "img"
@@ -31,13 +33,6 @@ def latest() -> dict[tuple[str, str], dict]:
         if key not in found or data["date"] >= found[key][1]["date"]:
             found[key] = (path.name, data)
     return {k: {**v[1], "file": v[0]} for k, v in found.items()}
-
-
-def _source(data: dict) -> str:
-    m = data["machine"]
-    gpu = f", {m['gpu']}" if m.get("gpu") else ""
-    return (f"*Source: `bench/results/{data['file']}` — {m['cpu']} ({m['cpu_cores']} cores{gpu}), "
-            f"torch {m['torch']}, `{m['command']}`, {data['date']}, commit {m.get('git_commit')}.*")  # fmt: skip
 
 
 def _plot(name: str, draw) -> str:
@@ -250,27 +245,6 @@ def stream_section(data: dict) -> list[str]:
                             ["first fragment on the wire s", "first frame in Chromium s", "whole stream s", "fragments"],
                             [[r["text"]["first_fragment_s"], r["text"]["browser_first_frame_s"],
                               r["text"]["whole_stream_s"], r["text"]["fragments"]]])] if "text" in r else []),
-            _source(data)]  # fmt: skip
-
-
-def session_section(data: dict) -> list[str]:
-    r = data["results"]
-    lat, drift = r["latency"], r["drift"]
-    return [f"## Live sessions ({r['renderer']} renderer, `{r['preset']}` preset, one worker)",
-            "Latency: from the first byte of an utterance's PCM sent on the socket to the arrival of the first "
-            "fragment that holds it (2 s utterances into an idle session; `burst`: all at once then "
-            "`end_of_speech`, as a TTS sends; `real_time`: 100 ms pieces every 100 ms).",
-            format_table("Speech latency", ["input", "median ms", "p95 ms", "runs"],
-                         [[k, v["median_ms"], v["p95_ms"], len(v["runs"])] for k, v in lat.items()]),
-            format_table("Sessions speaking at once (real-time PCM at the preset's frame rate): lateness, batching, CPU",
-                         ["sessions", "behind events", "fragment gap median ms", "fragment gap p95 ms",
-                          "frames per model call", "sessions per model call", "SessionHost cores", "worker cores"],
-                         [[c["sessions"], c["behind_events"], c["fragment_gap_ms_median"], c["fragment_gap_ms_p95"],
-                           c["frames_per_model_call"], c["calls_per_model_call"], c.get("host_cores"),
-                           c.get("worker_cores")] for c in r["capacity"]]),
-            f"A/V offset (decoded audio against the speech sent, samples at 16 kHz) over a {drift['seconds']:.0f} s "
-            f"session speaking on and off: {drift['first']['offset_samples']} at {drift['first']['pts']:.1f} s, "
-            f"{drift['last']['offset_samples']} at {drift['last']['pts']:.1f} s ({drift['measured']} utterances measured).",
             _source(data)]  # fmt: skip
 
 
