@@ -8,8 +8,10 @@
 """
 
 from ._common import __version__
-from .aio import AsyncClient, AsyncSession
-from .client import Client, Session
+from .aio import AsyncClient
+from .aio_session import AsyncSession
+from .client import Client
+from .session import Session
 from .errors import (
     BadRequest,
     Disconnected,
