@@ -22,7 +22,11 @@ import numpy as np
 from wav2lip.live_audio import frame_sample
 from wav2lip.live_encode import encode_jpeg, frame_message, to_pcm16
 
-OUTPUTS = ("fmp4", "frames", "mp4")  #: socket outputs (fmp4, frames) and the live.mp4 bytes
+#: socket outputs (fmp4, frames, events: no media), the live.mp4 bytes, and for WebRTC peers in-process
+#: the ``Fragment``s themselves (packets: encoded only; raw: with their raw frames)
+OUTPUTS = ("fmp4", "frames", "events", "mp4", "packets", "raw")
+_FRAGMENTS = ("packets", "raw")
+_KEEP_RAW = ("frames", "raw")  #: outputs that need the fragments' raw frames
 
 
 @dataclass
@@ -35,6 +39,8 @@ class Fragment:
     pcm: np.ndarray  #: float32 16 kHz, the fragment's samples
     fps: float
     jpeg_quality: int
+    video: list[tuple[int, bytes]] = field(default_factory=list)  #: H.264 access units (WebRTC), by timeline sample
+    audio: list[tuple[int, bytes]] = field(default_factory=list)  #: Opus packets (WebRTC), by timeline sample
     _messages: list[bytes] | None = field(default=None, repr=False)
 
     def frame_messages(self) -> list[bytes]:
@@ -61,7 +67,7 @@ class Broadcast:
         self._keep = keep
         self._changed = asyncio.Condition()
         self.viewers = 0
-        self.frames_viewers = 0  #: viewers of the frames output (fragments keep raw frames for them)
+        self.frames_viewers = 0  #: viewers of the frames and raw outputs (fragments keep raw frames for them)
         self.last_viewer_left_at = time.monotonic()  #: with the last input, what the idle timeout counts from
         self.closed = False
 
@@ -80,15 +86,16 @@ class Broadcast:
             self.closed = True
             self._changed.notify_all()
 
-    async def follow(self, output: str, ready: dict) -> AsyncIterator[bytes | str]:
+    async def follow(self, output: str, ready: dict) -> AsyncIterator[bytes | str | Fragment]:
         """``ready`` (text), the init segment (fmp4/mp4), then every later entry: bytes for
-        media, text for events (none for mp4, which is bytes only)."""
+        media, text for events (none for mp4, which is bytes only); packets and raw yield
+        only the ``Fragment``s themselves."""
         self.viewers += 1
-        self.frames_viewers += output == "frames"
+        self.frames_viewers += output in _KEEP_RAW
         try:
-            if output != "mp4":
+            if output not in ("mp4", *_FRAGMENTS):
                 yield json.dumps(ready)
-            if output != "frames":
+            if output in ("fmp4", "mp4"):
                 yield self.init
             seq = self._seq
             while True:
@@ -100,11 +107,14 @@ class Broadcast:
                     seq = self._seq
                     closed = self.closed
                 for entry in entries:
-                    if isinstance(entry, Fragment):
+                    if output in _FRAGMENTS:
+                        if isinstance(entry, Fragment):
+                            yield entry
+                    elif isinstance(entry, Fragment):
                         if output == "frames" and entry.frames is not None:  # JPEG off the event loop
                             for message in await asyncio.to_thread(entry.frame_messages):
                                 yield message
-                        else:
+                        elif output in ("fmp4", "mp4"):
                             yield entry.media
                     elif output != "mp4":
                         yield json.dumps(entry)
@@ -112,5 +122,5 @@ class Broadcast:
                     return
         finally:
             self.viewers -= 1
-            self.frames_viewers -= output == "frames"
+            self.frames_viewers -= output in _KEEP_RAW
             self.last_viewer_left_at = time.monotonic()

@@ -140,11 +140,12 @@ class LiveSession(SpeechInput):
             if faces is not None:
                 paste_faces(frames, self.avatar.boxes[idx], faces)
         frames = np.ascontiguousarray(frames[:, : self.height, : self.width])
-        media = await asyncio.to_thread(self.encoder.encode, frames, pcm, a)
+        encoded = await asyncio.to_thread(self.encoder.encode_fragment, frames, pcm, a)
         for event in self._later:
             await self.broadcast.publish(event)
         raw = frames if self.broadcast.frames_viewers else None  # raw frames are kept only for the frames output
-        await self.broadcast.publish(Fragment(a, media, raw, pcm, self.fps, self.settings.jpeg_quality))
+        await self.broadcast.publish(Fragment(a, encoded.media, raw, pcm, self.fps, self.settings.jpeg_quality,
+                                              encoded.video, encoded.audio))  # fmt: skip
         self.frame = b
         self.timeline.trim(self.timeline.keep_from(self.fps, b))
         self.counts["fragments"] += 1

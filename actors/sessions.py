@@ -29,6 +29,7 @@ from .live_session import LiveSession
 from .speech_input import LiveSettings
 from .pool import LIVE_WORKER_DEPLOYMENT, running_workers
 from .records import SessionSpec
+from .webrtc import WebRTCPeers, WebRTCSettings
 
 log = logging.getLogger("ray.serve")
 _AVATARS_KEPT = 16  #: decoded avatars kept (sessions of one persona share one)
@@ -49,8 +50,9 @@ class SessionsFull(Wav2LipError):
 @serve.deployment(name="SessionHost", max_ongoing_requests=100_000)
 class SessionHost:
     def __init__(self, worker, tts, settings: LiveSettings, sessions_per_worker: int, idle_timeout_s: float,
-                 retry_after_s: int, workers: int):  # fmt: skip
+                 retry_after_s: int, workers: int, webrtc: WebRTCSettings = WebRTCSettings()):  # fmt: skip
         self.worker, self.tts, self.settings = worker, tts, settings
+        self.peers = WebRTCPeers(webrtc)
         self.sessions_per_worker, self.idle_timeout_s = sessions_per_worker, idle_timeout_s
         self.retry_after_s, self.workers = retry_after_s, workers
         self.sessions: dict[str, LiveSession] = {}
@@ -123,6 +125,11 @@ class SessionHost:
         async for message in session.broadcast.follow(output, session.ready(output)):
             yield message
 
+    async def webrtc(self, session_id: str, sdp: str, kind: str) -> dict:
+        """Answer a browser's SDP offer: a peer connection here that shows the session (``actors/webrtc.py``)."""
+        session = self._get(session_id)
+        return await self.peers.answer(session_id, session.broadcast, session.fps, sdp, kind)
+
     async def close(self, session_id: str) -> dict:
         session = self._get(session_id)
         await session.close()
@@ -132,7 +139,8 @@ class SessionHost:
 
     async def stats(self) -> dict:
         return {"open": len(self.sessions), "capacity": await self.capacity(), "pid": os.getpid(),
-                "viewers": sum(s.broadcast.viewers for s in self.sessions.values())}  # fmt: skip
+                "viewers": sum(s.broadcast.viewers for s in self.sessions.values()),
+                "webrtc_peers": len(self.peers.peers)}  # fmt: skip
 
     async def _sweep(self) -> None:
         while True:

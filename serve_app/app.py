@@ -95,7 +95,7 @@ def build_app(args: dict | Settings | None = None) -> Application:
     # One replica: a session's state lives in it (docs/sessions.md).
     sessions = SessionHost.options(ray_actor_options={"num_cpus": settings.session_cpus, **env}, num_replicas=1).bind(
         live, tts, settings.live(), settings.sessions_per_worker, settings.session_idle_timeout_s,
-        settings.retry_after_s, settings.live_workers)  # fmt: skip
+        settings.retry_after_s, settings.live_workers, settings.webrtc())  # fmt: skip
     handles = Handles(
         worker=worker, media=media, combiner=combiner, results=results, tts=tts, streams=streams, sessions=sessions,
         avatars=AvatarRegistry.options(ray_actor_options=small).bind(

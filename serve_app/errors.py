@@ -7,6 +7,7 @@ here; the most specific class wins, anything unknown is a 500 (our bug).
 from __future__ import annotations
 
 from actors.sessions import SessionsFull
+from actors.webrtc import PeersFull
 from wav2lip.errors import (
     AudioDecodeError,
     CheckpointError,
@@ -68,6 +69,7 @@ STATUS: dict[type[Wav2LipError], int] = {
     EmptyText: 422,
     Overloaded: 503,
     SessionsFull: 503,
+    PeersFull: 503,
     NotReady: 503,
     RenderFailed: 502,
     RenderError: 500,

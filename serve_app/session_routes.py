@@ -8,7 +8,9 @@ from fastapi import Path, WebSocket
 from starlette.responses import JSONResponse, StreamingResponse
 
 from .api import api
-from .session_schemas import SESSION_ID_PATTERN, SessionCreated, SessionRequest, SessionStatus
+from wav2lip.errors import InvalidSettings
+
+from .session_schemas import SESSION_ID_PATTERN, SessionCreated, SessionRequest, SessionStatus, WebRTCDescription
 from .sessions import session_urls
 
 _NO_CACHE = {"Cache-Control": "no-cache"}
@@ -32,6 +34,12 @@ class SessionRoutes:
         ``("end_of_speech",)``, ``("interrupt",)``, ``("close",)``; the error events."""
         return await self.h.sessions.input.remote(session_id, items, sample_rate)
 
+    async def session_webrtc(self, session_id: str, offer: WebRTCDescription) -> WebRTCDescription:
+        """A WebRTC peer for the session: the SDP answer to a browser's offer."""
+        if offer.type != "offer":
+            raise InvalidSettings(f"type must be 'offer', got {offer.type!r}")
+        return WebRTCDescription(**await self.h.sessions.webrtc.remote(session_id, offer.sdp, offer.type))
+
     # ---- HTTP -----------------------------------------------------------------------------
     @api.post("/v1/sessions", status_code=201, response_model=SessionCreated, summary="Open a live session",
               responses={503: {"description": "every worker's share of sessions is taken (Retry-After)"}})  # fmt: skip
@@ -54,7 +62,14 @@ class SessionRoutes:
         await self.h.sessions.check.remote(session_id)  # unknown: 404 before any byte
         return StreamingResponse(self.sessions.watch(session_id, "mp4"), media_type="video/mp4", headers=_NO_CACHE)
 
+    @api.post("/v1/sessions/{session_id}/webrtc", response_model=WebRTCDescription,
+              summary="Watch a live session over WebRTC: an SDP offer in, the answer out",
+              responses={503: {"description": "the session host holds its most peer connections (Retry-After)"}})  # fmt: skip
+    async def post_session_webrtc(self, offer: WebRTCDescription,
+                                  session_id: str = Path(pattern=SESSION_ID_PATTERN)) -> WebRTCDescription:  # fmt: skip
+        return await self.session_webrtc(session_id, offer)
+
     @api.websocket("/v1/sessions/{session_id}/ws")
     async def session_socket(self, websocket: WebSocket, session_id: str) -> None:
-        """Query: ``sample_rate`` (8000-48000), ``output`` (fmp4 | frames), ``token`` (the API key, for browsers)."""
+        """Query: ``sample_rate`` (8000-48000), ``output`` (fmp4 | frames | events), ``token`` (the API key, for browsers)."""
         await self.sessions.connect(websocket, session_id)

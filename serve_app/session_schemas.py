@@ -12,7 +12,8 @@ from .schemas import AVATAR_ID_PATTERN, known_preset, valid_unicode
 
 SESSION_ID_PATTERN = r"^[0-9a-f]{32}$"
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 48000  #: what a socket's PCM may be sampled at
-SOCKET_OUTPUTS = ("fmp4", "frames")
+SOCKET_OUTPUTS = ("fmp4", "frames", "events")  #: events: no media (input and events beside WebRTC)
+MAX_SDP_CHARS = 100_000  #: an SDP offer is a few kB
 
 
 class SessionRequest(BaseModel):
@@ -62,6 +63,15 @@ class SessionStatus(BaseModel):
     queue_s: float = Field(description="seconds of speech waiting")
     viewers: int
     stats: SessionStats
+
+
+class WebRTCDescription(BaseModel):
+    """An SDP offer (the browser's ``pc.localDescription``) or the service's answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sdp: str = Field(min_length=1, max_length=MAX_SDP_CHARS)
+    type: Literal["offer", "answer"]
 
 
 class TextMessage(BaseModel):

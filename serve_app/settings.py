@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +24,14 @@ from wav2lip.options import (
     SELECTION_DIR,
     RenderOptions,
 )
+
+
+class IceServer(BaseModel):
+    """A STUN or TURN server for WebRTC peers (as in the browser's ``RTCIceServer``)."""
+
+    urls: str | list[str]  #: e.g. "stun:stun.example.org:3478" or "turn:turn.example.org:3478?transport=udp"
+    username: str | None = None
+    credential: str | None = Field(None, repr=False)
 
 
 class RenderSettings(BaseModel):
@@ -129,6 +138,12 @@ class Settings(BaseSettings):
     session_cpus: float = Field(0.0, ge=0, le=64)  #: logical CPUs reserved for the SessionHost replica (0: none; raise it with many sessions)
     live_batch_calls: int = Field(16, ge=1, le=1024)  #: live fragments a worker joins into one model call
     live_batch_wait_s: float = Field(0.005, ge=0, le=1)  #: how long a worker waits for more fragments to join
+    # WebRTC viewers of sessions (POST /v1/sessions/{id}/webrtc): peer connections in the SessionHost replica
+    webrtc_max_peers: int = Field(32, ge=1, le=10000)  #: peer connections the SessionHost holds; more get 503
+    webrtc_connect_timeout_s: float = Field(15.0, gt=0)  #: a peer not connected by then is closed
+    webrtc_ice_servers: list[IceServer] = Field(default_factory=list)  #: STUN/TURN for hosts behind NAT (none: host addresses only)
+    webrtc_video_codec: Literal["H264", "VP8"] = "H264"  #: preferred video codec (the other stays a fallback)
+    webrtc_jitter_s: float = Field(0.1, ge=0, le=2)  #: playout delay that absorbs uneven fragment arrival
 
     # Text to speech
     agents_file: Path = Path("agents.yaml")  #: agent personas (avatar, voice, rate, preset)
@@ -187,6 +202,15 @@ class Settings(BaseSettings):
             audio_bitrate=self.session_audio_bitrate, render_attempts=self.session_render_attempts,
             render_timeout_s=self.session_render_timeout_s, keep_fragments=self.session_keep_fragments,
         )  # fmt: skip
+
+    def webrtc(self):
+        """How the SessionHost's WebRTC peers run (``actors.webrtc.WebRTCSettings``)."""
+        from actors.webrtc import WebRTCSettings
+
+        return WebRTCSettings(max_peers=self.webrtc_max_peers, connect_timeout_s=self.webrtc_connect_timeout_s,
+                              ice_servers=tuple(s.model_dump(exclude_none=True) for s in self.webrtc_ice_servers),
+                              video_codec=self.webrtc_video_codec, jitter_s=self.webrtc_jitter_s,
+                              retry_after_s=self.retry_after_s)  # fmt: skip
 
     def gpus_per_worker(self, cluster_gpus: float) -> float:
         if self.worker_gpus is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from dataclasses import dataclass
 from fractions import Fraction
 
 import av
@@ -41,6 +42,19 @@ _SEQUENCE_STRIDE = 16  #: mfhd sequence numbers: fragment n uses n*stride + 1, +
 FRAME_MAGIC = b"W2LF"  #: frames-mode message tag
 _HEADER_LENGTH = struct.Struct(">I")
 PCM16_SCALE = 32767  #: float [-1, 1] -> int16
+
+
+@dataclass(frozen=True)
+class EncodedFragment:
+    """A fragment as fMP4 bytes (MSE) and as the packets inside them (RTP: WebRTC sends these).
+
+    Packets are ``(timeline sample at 16 kHz, bytes)``: H.264 access units in Annex B (the
+    first, an IDR, led by the SPS and PPS) and Opus packets of 20 ms.
+    """
+
+    media: bytes
+    video: list[tuple[int, bytes]]
+    audio: list[tuple[int, bytes]]
 
 
 class FragmentEncoder:
@@ -96,6 +110,10 @@ class FragmentEncoder:
         return self._codecs
 
     def encode(self, frames: np.ndarray, pcm: np.ndarray, start_frame: int) -> bytes:
+        """The fMP4 media segment of ``encode_fragment``."""
+        return self.encode_fragment(frames, pcm, start_frame).media
+
+    def encode_fragment(self, frames: np.ndarray, pcm: np.ndarray, start_frame: int) -> EncodedFragment:
         """One media segment for frames [start_frame, start_frame + n) (BGR) and their audio.
 
         ``pcm`` is float32 16 kHz, exactly the samples of those frames. Audio shorter
@@ -118,6 +136,7 @@ class FragmentEncoder:
         try:
             video, audio = self._encode_video(frames, start_frame), self._encode_audio(np.asarray(pcm, np.float32))
             audio_start = audio[0].pts * audio[0].time_base if audio else None  # before muxing rebases it
+            packets = self._packets(video, audio, start_frame)  # before muxing takes the packets
             data = self._mux(video, audio)
         except av.FFmpegError as exc:
             raise EncodeError(f"encoding the live fragment at frame {start_frame} failed", str(exc)) from None
@@ -131,7 +150,7 @@ class FragmentEncoder:
             bases[b"soun"] = round(audio_start * OPUS_RATE) + self._preskip
         self._next_frame = start_frame + n
         self._fragments += 1
-        return self._retime(media, bases)
+        return EncodedFragment(self._retime(media, bases), *packets)
 
     def close(self) -> None:
         """Release the encoders (what they still hold is dropped: a live stream has no end)."""
@@ -159,6 +178,14 @@ class FragmentEncoder:
             packets += self._audio.codec_context.encode(frame)
         self._pending, self._pending_at = samples[whole:], self._pending_at + whole
         return packets
+
+    def _packets(self, video: list, audio: list, start_frame: int) -> tuple[list, list]:
+        """The packets' bytes on the 16 kHz timeline (Opus pts lag the input by the pre-skip)."""
+        headers = bytes(self._video.codec_context.extradata)  # Annex B SPS + PPS
+        au = [(frame_sample(start_frame + i, self.fps), (headers if p.is_keyframe else b"") + bytes(p))
+              for i, p in enumerate(video)]  # fmt: skip
+        preskip = self._preskip * SAMPLE_RATE // OPUS_RATE
+        return au, [(int(p.pts) + preskip, bytes(p)) for p in audio]
 
     def _mux(self, video: list, audio: list) -> bytes:
         """A stand-alone fragmented MP4 of these packets (only the header when there are none)."""

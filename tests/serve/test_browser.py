@@ -110,28 +110,49 @@ def _advances(page, by: float = 0.5, timeout_ms: int = 30_000) -> None:
     assert page.evaluate("window.live.error") is None
 
 
-def test_live_mode_speaks_and_interrupts(ray_cluster, tmp_path):
+@pytest.fixture(scope="module")
+def live_service(ray_cluster, tmp_path_factory):
+    deploy(Settings(workers=1, worker_cpus=0.5, data_dir=tmp_path_factory.mktemp("live"), render=RenderSettings(threads=1)))
+    return ray_cluster
+
+
+def _open_live(browser, url: str, transport: str):
+    """A page on the demo, its Live mode open and idling; (page, failed responses, console errors)."""
+    page = browser.new_page()
+    failed, console_errors = [], []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: console_errors.append(str(e)))
+    page.goto(f"{url}/?live={transport}")
+    page.wait_for_function("document.getElementById('agent').options.length > 0", timeout=30_000)
+    page.click("#liveOpen")
+    page.wait_for_function("window.live.state === 'idle' || window.live.error !== null", timeout=60_000)
+    live = page.evaluate("window.live")
+    assert live["error"] is None and live["transport"] == transport and live["fallback"] is None, live
+    page.wait_for_function("document.getElementById('live').currentTime > 0 || window.live.error !== null",
+                           timeout=30_000)  # fmt: skip
+    _advances(page)  # the idle avatar plays
+    return page, failed, console_errors
+
+
+def _close_live(page, failed, console_errors, url: str) -> None:
+    session_id = page.evaluate("window.live.sessionId")
+    page.click("#liveClose")
+    page.wait_for_function("window.live.state === 'closed'", timeout=30_000)
+    live = page.evaluate("window.live")
+    assert live["state"] == "closed" and live["error"] is None, live
+    print("live events:", live["events"])
+    assert httpx.get(f"{url}/v1/sessions/{session_id}", timeout=30).status_code == 404
+    assert not [f for f in failed if not f.endswith("/favicon.ico")], failed
+    assert not console_errors, console_errors
+
+
+def test_live_mode_speaks_and_interrupts_over_mse(live_service, tmp_path):
     sync_playwright = _browser()
-    url = ray_cluster
-    deploy(Settings(workers=1, worker_cpus=0.5, data_dir=tmp_path, render=RenderSettings(threads=1)))
+    url = live_service
     with sync_playwright() as p:
         browser = _launch(p)
-        page = browser.new_page()
-        failed, console_errors = [], []
-        page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
-        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: console_errors.append(str(e)))
-        page.goto(url + "/")
-        page.wait_for_function("document.getElementById('agent').options.length > 0", timeout=30_000)
-
-        page.click("#liveOpen")
-        page.wait_for_function("window.live.state === 'idle' || window.live.error !== null", timeout=60_000)
-        assert page.evaluate("window.live.error") is None
-        session_id = page.evaluate("window.live.sessionId")
-        assert session_id
-        page.wait_for_function("document.getElementById('live').currentTime > 0 || window.live.error !== null",
-                               timeout=30_000)  # fmt: skip
-        _advances(page)  # the idle avatar plays
+        page, failed, console_errors = _open_live(browser, url, "mse")
         assert page.evaluate("document.getElementById('live').muted")
 
         page.fill("#text", LONG_TEXT)
@@ -154,13 +175,81 @@ def test_live_mode_speaks_and_interrupts(ray_cluster, tmp_path):
         _advances(page)  # back to idling, still playing
         assert page.evaluate("document.getElementById('live').error") is None
         page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
-
-        page.click("#liveClose")
-        page.wait_for_function("window.live.state === 'closed'", timeout=30_000)
-        live = page.evaluate("window.live")
-        assert live["state"] == "closed" and live["error"] is None, live
-        print("live events:", live["events"])
+        _close_live(page, failed, console_errors, url)
         browser.close()
-    assert httpx.get(f"{url}/v1/sessions/{session_id}", timeout=30).status_code == 404
-    assert not [f for f in failed if not f.endswith("/favicon.ico")], failed
-    assert not console_errors, console_errors
+
+
+_INBOUND = """async () => {
+  const out = {};
+  for (const r of (await window.livePeer().getStats()).values())
+    if (r.type === "inbound-rtp") out[r.kind] = r;
+  return out;
+}"""
+
+
+def _inbound(page) -> dict:
+    return page.evaluate(_INBOUND)
+
+
+def test_live_mode_over_webrtc_two_viewers(live_service, tmp_path):
+    """The page's video over WebRTC: frames decoded and audio received (getStats), a typed sentence
+    spoken, a second browser context on the same session, each peer connection closed cleanly."""
+    sync_playwright = _browser()
+    url = live_service
+    with sync_playwright() as p:
+        browser = _launch(p)
+        page, failed, console_errors = _open_live(browser, url, "webrtc")
+        page.wait_for_function("window.livePeer().connectionState === 'connected'", timeout=30_000)
+        before = _inbound(page)
+        assert before["video"]["codecId"] and before["video"]["framesDecoded"] > 0, before
+        assert before["video"]["frameWidth"] > 0 and before["audio"]["packetsReceived"] > 0, before
+        codec = page.evaluate("async (id) => (await window.livePeer().getStats()).get(id).mimeType", before["video"]["codecId"])
+        assert codec == "video/H264", codec  # the session's own H.264, not a per-peer encode
+        session_id = page.evaluate("window.live.sessionId")
+
+        page.fill("#text", TEXT)
+        page.click("#liveSpeak")
+        page.wait_for_function("window.live.events.includes('speech_ended') || window.live.error !== null", timeout=90_000)
+        live = page.evaluate("window.live")
+        assert live["error"] is None and "speech_started" in live["events"], live
+        print(f"\nlive (WebRTC): Speak click -> speech_started: {live['latencyMs']:.0f} ms")
+        after = _inbound(page)
+        assert after["video"]["framesDecoded"] > before["video"]["framesDecoded"] + 25, (before, after)
+        assert after["audio"]["totalSamplesReceived"] > before["audio"]["totalSamplesReceived"], (before, after)
+        assert after["audio"]["packetsLost"] == 0, after  # on loopback: every Opus packet arrives
+        page.screenshot(path=str(tmp_path / "live-webrtc.png"), full_page=True)
+
+        # A second browser context watches the same session over WebRTC, then leaves.
+        other = browser.new_context().new_page()
+        other.goto(f"{url}/")
+        other.wait_for_function("window.livePeer !== undefined", timeout=30_000)
+        stats = other.evaluate("""async (status) => {
+          const pc = new RTCPeerConnection();
+          pc.addTransceiver("video", { direction: "recvonly" });
+          pc.addTransceiver("audio", { direction: "recvonly" });
+          const video = document.getElementById("live");
+          const stream = new MediaStream();
+          pc.ontrack = (e) => { stream.addTrack(e.track); video.srcObject = stream; };
+          await pc.setLocalDescription(await pc.createOffer());
+          await new Promise((r) => { pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && r(); setTimeout(r, 3000); });
+          const r = await fetch(status + "/webrtc", { method: "POST", headers: { "Content-Type": "application/json" },
+                                                     body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer" }) });
+          await pc.setRemoteDescription(await r.json());
+          for (let i = 0; i < 200; i++) {
+            const s = [...(await pc.getStats()).values()].find((x) => x.type === "inbound-rtp" && x.kind === "video");
+            if (s && s.framesDecoded > 10) { pc.close(); return s.framesDecoded; }
+            await new Promise((r) => setTimeout(r, 100));
+          }
+          pc.close();
+          return 0;
+        }""", f"/v1/sessions/{session_id}")  # fmt: skip
+        assert stats > 10
+        other.context.close()
+        # the first viewer lives on after the second left
+        more = _inbound(page)["video"]["framesDecoded"]
+        page.wait_for_function(f"window.livePeer().getStats().then(s => [...s.values()].some("
+                               f"r => r.type === 'inbound-rtp' && r.kind === 'video' && r.framesDecoded > {more + 10}))",
+                               timeout=30_000)  # fmt: skip
+        _close_live(page, failed, console_errors, url)
+        assert page.evaluate("window.livePeer() === null || window.livePeer().connectionState === 'closed'")
+        browser.close()

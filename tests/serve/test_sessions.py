@@ -24,19 +24,22 @@ from wav2lip.live_encode import parse_frame_message
 
 from .conftest import DATA, deploy
 from bench.live_client import Viewer, best_lag, decode_live, open_session
+from bench.webrtc_client import WebRTCViewer
 
 pytestmark = pytest.mark.timeout(300)
 FPS = 25.0
 FRAGMENT = 5
 PER_WORKER = 3
 IDLE_TIMEOUT_S = 6.0
+MAX_PEERS = 2
 
 
 @pytest.fixture(scope="module")
 def service(ray_cluster, tmp_path_factory, small_avatar):
     settings = Settings(workers=2, worker_gpus=0.5, worker_cpus=0.3, data_dir=tmp_path_factory.mktemp("sessions"),
                         render=RenderSettings(threads=1), live_workers=2, sessions_per_worker=PER_WORKER,
-                        session_idle_timeout_s=IDLE_TIMEOUT_S, session_max_queue_s=10.0)  # fmt: skip
+                        session_idle_timeout_s=IDLE_TIMEOUT_S, session_max_queue_s=10.0,
+                        webrtc_max_peers=MAX_PEERS)  # fmt: skip
     deploy(settings)
     record = httpx.post(f"{ray_cluster}/v1/avatars", files={"avatar": ("f.png", small_avatar.read_bytes(), "image/png")},
                         timeout=120).json()  # fmt: skip
@@ -202,6 +205,48 @@ def test_bad_input_gets_clear_errors(service):
         viewer.wait_media(len(viewer.media) + 2)  # the session lives on
     finally:
         viewer.close()
+    httpx.delete(url + created["status_url"], timeout=30)
+
+
+def test_webrtc_viewers_see_and_hear_the_session(service):
+    """Two WebRTC peers and an events-only socket on one session: H.264 frames of the avatar's
+    size, the speech in the audio after silence, a peer leaving ends only itself; refusals."""
+    url = service["url"]
+    created = open_session(url, avatar_id=service["avatar"])
+    endpoint = f"{url}{created['status_url']}/webrtc"
+    for body, code in [({"sdp": "v=0 nonsense", "type": "offer"}, 422), ({"sdp": "v=0", "type": "answer"}, 422),
+                       ({"sdp": "", "type": "offer"}, 422), ({"type": "offer"}, 422)]:  # fmt: skip
+        response = httpx.post(endpoint, json=body, timeout=30)
+        assert response.status_code == code and set(response.json()) == {"error", "message"}, (body, response.text)
+    unknown = httpx.post(f"{url}/v1/sessions/{'0' * 32}/webrtc", json={"sdp": "v=0", "type": "offer"}, timeout=30)
+    assert unknown.status_code == 404
+    first, second = WebRTCViewer(url, created), WebRTCViewer(url, created)
+    events = Viewer(url, created, output="events")
+    try:
+        assert first.codec == "H264"
+        with pytest.raises(RuntimeError, match="503"):  # the host holds MAX_PEERS peers
+            WebRTCViewer(url, created).close()
+        ready = events.wait_event("ready")
+        assert ready["output"] == "events"
+        first.wait_frames(25)
+        second.wait_frames(25)
+        assert first.frames[0][1].shape == (256, 256, 3)
+        second.close()  # one peer leaves: the other lives on
+        assert status(url, created)["viewers"] == 2  # the first peer and the events socket
+        quiet = len(first.audio())
+        events.send_pcm(speech(2.0).tobytes(), piece_bytes=640, pace_s=0.004)
+        events.send(type="end_of_speech")
+        events.wait_event("speech_ended", timeout=60)
+        n = len(first.frames)
+        first.wait_frames(n + 25)
+        assert first.state == "connected"
+    finally:
+        events.close()
+        first.close()
+    assert not events.media  # events only: no media on the socket
+    heard = first.audio()
+    assert np.abs(heard[:quiet]).max() < 0.01 and np.abs(heard[quiet:]).max() > 0.05
+    assert abs(len(heard) / 48000 - len(first.frames) / FPS) < 0.5  # both tracks flowed throughout
     httpx.delete(url + created["status_url"], timeout=30)
 
 
