@@ -1,4 +1,4 @@
-"""``python -m bench [engine|serve|ingress|tts|scale|fractional|stream|session|all] [--device cpu|cuda] [--quick]``: run benchmark suites."""
+"""``python -m bench [engine|serve|ingress|tts|scale|fractional|stream|session|webrtc|all] [--device cpu|cuda] [--quick]``: run benchmark suites."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-SUITES = ("engine", "serve", "ingress", "tts", "scale", "fractional", "stream", "session")
+SUITES = ("engine", "serve", "ingress", "tts", "scale", "fractional", "stream", "session", "webrtc")
 NOT_AVAILABLE = 2  #: exit status when a suite's module does not exist yet
 
 

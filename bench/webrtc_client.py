@@ -30,7 +30,7 @@ async def offer_sdp() -> tuple[RTCPeerConnection, str]:
 class WebRTCViewer:
     def __init__(self, url: str, created: dict, timeout: float = 60.0):
         self.frames: list[tuple[float, np.ndarray]] = []  #: (arrival, BGR frame)
-        self.audio_chunks: list[np.ndarray] = []
+        self.audio_chunks: list[tuple[float, np.ndarray]] = []  #: (arrival, mono float at 48 kHz)
         self.codec: str | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -62,7 +62,7 @@ class WebRTCViewer:
                     self.frames.append((time.monotonic(), frame.to_ndarray(format="bgr24")))
                 else:
                     stereo = frame.to_ndarray().reshape(-1, len(frame.layout.channels))
-                    self.audio_chunks.append(stereo.mean(axis=1) / 32768)
+                    self.audio_chunks.append((time.monotonic(), stereo.mean(axis=1) / 32768))
         except MediaStreamError:
             return
 
@@ -75,7 +75,17 @@ class WebRTCViewer:
 
     def audio(self) -> np.ndarray:
         """Every sample received so far, mono float at 48 kHz."""
-        return np.concatenate(self.audio_chunks) if self.audio_chunks else np.zeros(0)
+        return np.concatenate([c for _, c in self.audio_chunks]) if self.audio_chunks else np.zeros(0)
+
+    def first_loud(self, after: float, level: float, timeout: float = 30.0) -> float:
+        """Arrival time of the first audio chunk after ``after`` whose peak reaches ``level``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for at, chunk in list(self.audio_chunks):
+                if at >= after and np.abs(chunk).max() >= level:
+                    return at
+            time.sleep(0.005)
+        raise TimeoutError(f"no audio at {level} within {timeout} s")
 
     @property
     def state(self) -> str:
