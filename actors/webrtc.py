@@ -175,6 +175,7 @@ class _Peer:
     pc: RTCPeerConnection
     feed: _Feed
     connected: asyncio.Event
+    watcher: asyncio.Task | None = None  #: ``WebRTCPeers._watch`` (held: a task nobody holds may vanish)
 
 
 class WebRTCPeers:
@@ -209,7 +210,7 @@ class WebRTCPeers:
         except BaseException:
             await self._end(peer_id, "refused")
             raise
-        asyncio.create_task(self._watch(peer_id, peer))
+        peer.watcher = asyncio.create_task(self._watch(peer_id, peer))
         log.info("session %s: WebRTC peer %s (%d peers)", session_id, peer_id, len(self.peers))
         return {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}
 
