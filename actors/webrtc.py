@@ -66,6 +66,13 @@ class _Clock:
         self.jitter_s, self.max_late_s = jitter_s, max_late_s
         self.anchor: float | None = None
 
+    def arrived(self, sample: int) -> None:
+        """Samples from ``sample`` on have arrived: the clock runs ``jitter_s`` behind the earliest
+        arrival seen, so a slow first fragment does not delay the peer for the rest of its life."""
+        earliest = time.monotonic() + self.jitter_s - sample / SAMPLE_RATE
+        if self.anchor is None or earliest < self.anchor:
+            self.anchor = earliest
+
     async def wait(self, sample: int) -> None:
         now = time.monotonic()
         if self.anchor is None:
@@ -112,6 +119,7 @@ class _Feed:
                     video = [(frame_sample(fragment.start + i, self.fps), image) for i, image in enumerate(fragment.frames)]
                 else:
                     continue
+                self.clock.arrived(frame_sample(fragment.start, self.fps))
                 for item in video:
                     _put(self.video, item)
                 for item in fragment.audio:
