@@ -21,7 +21,7 @@ from typing import AsyncIterator
 import numpy as np
 from ray import serve
 
-from wav2lip import cmaf
+from wav2lip.aac import AacEncoder, aac_frame_at
 from wav2lip.audio import decode_audio, final_frames, melspectrogram
 from wav2lip.errors import InputTooLarge
 from wav2lip.hparams import SAMPLE_RATE
@@ -72,7 +72,7 @@ class MediaWorker:
         """
         seconds: dict[str, float] = {}
         clipped = [0]  #: samples the decode clipped to [-1, 1] (uploads)
-        aac = cmaf.AacEncoder(aac_bitrate) if aac_bitrate else None
+        aac = AacEncoder(aac_bitrate) if aac_bitrate else None
         try:
             parts: list[np.ndarray] = []
             async for part in self._parts(audio, text, voice, rate, seconds, clipped):
@@ -117,7 +117,7 @@ class MediaWorker:
         frames = []
         if aac is not None:
             if safe_frames is not None:  # the frames a chunk ending at the settled video needs
-                await asyncio.to_thread(aac.wait_for, cmaf.aac_frame_at(safe_frames / fps), _AAC_CATCH_UP_S)
+                await asyncio.to_thread(aac.wait_for, aac_frame_at(safe_frames / fps), _AAC_CATCH_UP_S)
             frames = aac.frames()
         aac_ref = self.kept.put(frames, sum(map(len, frames))) if aac is not None else None
         return SpeechUpdate(len(samples), self.kept.put(mel, mel.nbytes), aac=aac_ref, aac_frames=len(frames),

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 import wav2lip
-from wav2lip import cmaf
+from wav2lip import aac as aac_stream, cmaf
 from wav2lip import (
     Avatar,
     EncodeOptions,
@@ -237,8 +237,8 @@ def first_fragment(device, checkpoint, avatar, samples, tmp: Path, repeats: int,
     for i in range(repeats):
         with Stopwatch() as t:
             mel = melspectrogram(samples)
-            aac = cmaf.encode_aac(samples, enc.audio_bitrate)
-            (tmp / "first.aac").write_bytes(b"".join(aac[: cmaf.aac_frame_at(first_frames / FPS)]))
+            aac = aac_stream.encode_aac(samples, enc.audio_bitrate)
+            (tmp / "first.aac").write_bytes(b"".join(aac[: aac_stream.aac_frame_at(first_frames / FPS)]))
             path = render_segment(renderer, avatar, mel, FPS, 0, first_frames, tmp / f"first{i}.mp4", enc,
                                   audio=tmp / "first.aac")  # fmt: skip
             cmaf.package(path.read_bytes(), 0, 0.0, 0)

@@ -20,7 +20,7 @@ from ray.serve.exceptions import BackPressureError
 
 from actors.records import AvatarVariant, ChunkJob, ChunkResult, SpeechUpdate
 from wav2lip.audio import final_frames, frame_count
-from wav2lip.cmaf import aac_frame_at
+from wav2lip.aac import aac_frame_at
 from wav2lip.errors import InputError
 
 from .errors import Overloaded, RenderFailed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from wav2lip.cmaf import aac_frame_at
+from wav2lip.aac import aac_frame_at
 
 
 def plan_chunks(

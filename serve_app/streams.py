@@ -17,7 +17,7 @@ import time
 
 from ray.exceptions import ObjectLostError, RayTaskError
 
-from wav2lip import cmaf
+from wav2lip.aac import aligned_frames
 from wav2lip.keys import request_key
 
 from .admission import Slot
@@ -109,7 +109,7 @@ class StreamFlow:
     async def _render(self, stream_id: str, spec: RenderSpec, avatar, updates, info: dict, t_start: float) -> dict:
         """Chunks go out as soon as their mel windows and AAC frames are final (text: while later
         sentences are still being synthesised); fragments are published in order."""
-        grid = cmaf.aligned_frames(spec.fps)
+        grid = aligned_frames(spec.fps)
         planner = StreamChunks(spec.fps, self.settings.stream_first_chunk_frames, spec.chunk_s, grid)
         await self.registry.start.remote(stream_id, max(planner.first, planner.per + grid - 1) / spec.fps)
         dispatch = self.dispatcher.start(spec, avatar, window=self.settings.stream_window, t_start=t_start)

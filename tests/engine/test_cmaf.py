@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import wav2lip
-from wav2lip import cmaf
+from wav2lip import aac, cmaf
 from wav2lip.audio import frame_count, melspectrogram
 from wav2lip.encode import read_frames
 from wav2lip.errors import EncodeError
@@ -26,20 +26,20 @@ FPS = 25.0
 
 
 def test_aac_is_encoded_once_into_frames_that_cover_the_audio(speech_samples):
-    frames = cmaf.encode_aac(speech_samples, "64k")
-    assert len(frames) == math.ceil(len(speech_samples) / cmaf.AAC_FRAME)  # the priming frame is gone
+    frames = aac.encode_aac(speech_samples, "64k")
+    assert len(frames) == math.ceil(len(speech_samples) / aac.AAC_FRAME)  # the priming frame is gone
     assert all(f[0] == 0xFF and f[1] & 0xF0 == 0xF0 for f in frames)
 
 
 def test_aac_fed_in_pieces_equals_one_encode(speech_samples):
     """What lets text streams package chunks while later sentences are still synthesised."""
-    whole = cmaf.encode_aac(speech_samples, "64k")
-    encoder = cmaf.AacEncoder("64k")
+    whole = aac.encode_aac(speech_samples, "64k")
+    encoder = aac.AacEncoder("64k")
     fed = 0
     for piece in np.array_split(speech_samples, 7):
         encoder.feed(piece)
         fed += len(piece)
-        settled = fed // cmaf.AAC_FRAME - 3  # the encoder runs a few frames behind its input
+        settled = fed // aac.AAC_FRAME - 3  # the encoder runs a few frames behind its input
         assert encoder.wait_for(settled, 10.0)
         assert encoder.frames(0, settled) == whole[:settled]  # frames already out never change
     assert encoder.close() == whole
@@ -47,7 +47,7 @@ def test_aac_fed_in_pieces_equals_one_encode(speech_samples):
 
 @pytest.mark.parametrize("fps, grid", [(25, 8), (50, 16), (30, 48), (12, 1), (29.97, 1)])
 def test_aligned_frames_is_where_video_and_aac_frames_meet(fps, grid):
-    assert cmaf.aligned_frames(fps) == grid
+    assert aac.aligned_frames(fps) == grid
     if grid > 1:
         assert (Fraction(grid) / Fraction(fps) * 16000) % 1024 == 0
 
@@ -59,14 +59,14 @@ def stream(tmp_path_factory, data_dir, speech_samples):
     avatar = wav2lip.prepare_avatar(data_dir / "avatar.png", AvatarOptions(resize_factor=4))
     renderer = Renderer(FallbackGenerator(), RenderOptions(device="cpu"))
     mel = melspectrogram(speech_samples)
-    aac = cmaf.encode_aac(speech_samples, "64k")
+    frames = aac.encode_aac(speech_samples, "64k")
     n = frame_count(len(speech_samples), FPS)
     bounds = [0, 16, 88, 160, n]
     init, fragments, firsts = None, [], []
     for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
-        first = cmaf.aac_frame_at(a / FPS)
-        last = cmaf.aac_frame_at(b / FPS) if b < n else len(aac)
-        (tmp / "a.aac").write_bytes(b"".join(aac[first:last]))
+        first = aac.aac_frame_at(a / FPS)
+        last = aac.aac_frame_at(b / FPS) if b < n else len(frames)
+        (tmp / "a.aac").write_bytes(b"".join(frames[first:last]))
         path = render_segment(renderer, avatar, mel, FPS, a, b, tmp / f"{i}.mp4", preset("balanced"),
                               audio=tmp / "a.aac")  # fmt: skip
         chunk_init, media = cmaf.package(path.read_bytes(), i, a / FPS, first)
@@ -79,7 +79,7 @@ def stream(tmp_path_factory, data_dir, speech_samples):
     final = tmp / "final.mp4"
     final.write_bytes(cmaf.remux_mp4(init, fragments))
     return {"init": init, "fragments": fragments, "bounds": bounds, "firsts": firsts, "live": live, "final": final,
-            "n": n, "aac": aac}  # fmt: skip
+            "n": n, "aac": frames}  # fmt: skip
 
 
 def tfdts(media: bytes) -> list[int]:
@@ -101,7 +101,7 @@ def test_fragments_sit_back_to_back_on_one_timeline(stream):
             assert abs(t1 - (t0 + d0)) < 1e-6
     for i, media in enumerate(stream["fragments"]):
         v, a = tfdts(media)  # video track first, then audio, as ffmpeg writes them
-        assert v / 12800 == pytest.approx(stream["bounds"][i] / FPS) and a == stream["firsts"][i] * cmaf.AAC_FRAME
+        assert v / 12800 == pytest.approx(stream["bounds"][i] / FPS) and a == stream["firsts"][i] * aac.AAC_FRAME
         assert a / 16000 == pytest.approx(v / 12800)  # on the 0.32 s grid both tracks start together
 
 

@@ -107,7 +107,7 @@ def test_float_pcm_from_elsewhere_gets_the_same_checks():
 
 def test_clipped_audio_encodes(tmp_path):
     """What used to fail after the render (AAC encoding 1e10) now muxes."""
-    from wav2lip.cmaf import encode_aac
+    from wav2lip.aac import encode_aac
 
     frames = encode_aac(decode_audio(float_wav(_spiked(1e10))).samples, "64k")
     assert len(frames) > 10
