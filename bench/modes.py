@@ -28,7 +28,7 @@ from wav2lip.accuracy import default_calibration
 from wav2lip.backends import MODES, available_modes, build_backend
 from wav2lip.generator import generator_spec, model_inputs
 from wav2lip.options import ACCURACY_FLOOR_DB, INT8_FLOOR_DB
-from wav2lip.selection import probe_inputs, psnr_db, to_uint8
+from wav2lip.mode_timing import probe_inputs, psnr_db, to_uint8
 
 BATCHES = {"cpu": (16, 64), "cuda": (64, 256)}
 REPEATS = 5
@@ -115,7 +115,7 @@ def measure_modes(device: torch.device) -> dict:
 
 def rule_pick(result: dict, batch) -> str:
     """The selection's rule applied to this table's figures at ``batch``: fastest passing, ties to the more exact."""
-    from wav2lip.selection import EXACT_PSNR_DB, pick
+    from wav2lip.mode_timing import EXACT_PSNR_DB, pick
 
     figs = [{"mode": r["mode"], "ms_per_frame": r["ms_per_frame"].get(batch, r["ms_per_frame"].get(str(batch))),
              "psnr_db": EXACT_PSNR_DB if r["mode"] == "fp32" else r["psnr_tempered_db"],

@@ -22,7 +22,8 @@ from .backends import MODES, build_backend
 from .errors import PrecisionRefused
 from .generator import GeneratorSpec, model_inputs
 from .options import RenderOptions
-from .selection import psnr_db, select, to_uint8
+from .mode_timing import psnr_db, to_uint8
+from .selection import select
 
 log = logging.getLogger(__name__)
 

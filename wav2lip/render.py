@@ -29,7 +29,8 @@ from .errors import InvalidSettings, RenderError
 from .generator import generator_spec, model_inputs
 from .options import RenderOptions
 from .paste import paste_faces
-from .selection import DEFAULT_BATCH, describe, select
+from .mode_timing import DEFAULT_BATCH
+from .selection import describe, select
 
 log = logging.getLogger(__name__)
 

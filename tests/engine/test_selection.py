@@ -16,7 +16,8 @@ from wav2lip.backends import MODES, available_modes, build_backend
 from wav2lip.fallback import FallbackGenerator
 from wav2lip.generator import Generator, generator_spec
 from wav2lip.options import PRECISIONS
-from wav2lip.selection import EXACT_PSNR_DB, pick, probe_inputs, psnr_db, select, to_uint8
+from wav2lip.mode_timing import EXACT_PSNR_DB, pick, probe_inputs, psnr_db, to_uint8
+from wav2lip.selection import select
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -178,9 +179,9 @@ def test_an_incomplete_verdict_is_measured_again_then_kept(tmp_path, random_mode
 
 
 def test_a_mode_too_costly_to_convert_does_not_keep_the_verdict_open(tmp_path, random_model, monkeypatch):
-    import wav2lip.selection as selection
+    import wav2lip.mode_timing as mode_timing
 
-    monkeypatch.setattr(selection, "_unaffordable", lambda mode, m: "" if mode != "bf16" else
+    monkeypatch.setattr(mode_timing, "_unaffordable", lambda mode, m: "" if mode != "bf16" else
                         "not measured: converting the model takes ~15 s, more than the budget left")  # fmt: skip
     opts = options(tmp_path, candidates=("fp32", "fp32-fast", "bf16"))
     sel = select(copy.deepcopy(random_model), generator_spec(random_model), torch.device("cpu"), opts)
