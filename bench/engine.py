@@ -52,8 +52,10 @@ from wav2lip.encode import SegmentEncoder, segment_format
 from wav2lip.fallback import FallbackGenerator
 from wav2lip.render import DEFAULT_BATCH
 
+from . import engine_report
+from .official_loop import official_style_fps
 from . import modes as mode_bench
-from .common import DATA_DIR, Stopwatch, machine_info, print_table, resolve_device, write_result
+from .common import DATA_DIR, Stopwatch, machine_info, resolve_device, write_result
 
 AUDIO = DATA_DIR / "speech_9s.wav"
 FPS = 25.0
@@ -140,32 +142,6 @@ def _time_predict(renderer: Renderer, crops, windows, batch: int, repeats: int) 
     return n / best
 
 
-def official_style_fps(model: torch.nn.Module, device: str, crops: np.ndarray, windows: np.ndarray, batch: int,
-                       repeats: int) -> float:
-    """The official loop: numpy float64 preprocessing, FloatTensor, fp32 forward, x255 and truncate."""
-    model = model.to(device).eval()
-
-    def run(c, w):
-        masked = c.copy()
-        masked[:, 48:] = 0
-        img = np.concatenate((masked, c), axis=3) / 255.0
-        mel = np.reshape(w, [len(w), w.shape[1], w.shape[2], 1])
-        img_t = torch.FloatTensor(np.transpose(img, (0, 3, 1, 2))).to(device)
-        mel_t = torch.FloatTensor(np.transpose(mel, (0, 3, 1, 2))).to(device)
-        with torch.no_grad():
-            pred = model(mel_t, img_t)
-        return (pred.cpu().numpy().transpose(0, 2, 3, 1) * 255.0).astype(np.uint8)
-
-    run(crops[:batch], windows[:batch])  # warm-up
-    n, best = len(crops), float("inf")
-    for _ in range(repeats):
-        with Stopwatch() as sw:
-            for a in range(0, n, batch):
-                run(crops[a : a + batch], windows[a : a + batch])
-        best = min(best, sw.seconds)
-    return n / best
-
-
 def model_sweep(device, checkpoint, avatar, mel, batches, precisions, repeats: int) -> dict:
     n_max = max(max(batches), SWEEP_MIN_FRAMES[device], BASELINE_BATCH)
     crops, windows = _inputs(avatar, mel, n_max)
@@ -246,55 +222,6 @@ def first_fragment(device, checkpoint, avatar, samples, tmp: Path, repeats: int,
     return {"seconds": best, "frames": first_frames, "precision": renderer.precision, "batch_size": renderer.batch_size}
 
 
-def _print(results: dict, device: str) -> None:
-    n, audio_s = results["frames"], results["audio_s"]
-    rows = []
-    for r in results["renders"]:
-        s = r["seconds"]
-        with_cache = s["total"] - s["avatar"] + results["avatar_cache_load_s"]
-        rows.append([r["renderer"], r["precision"], r["batch_size"], s["decode"], s["mel"], s["avatar"],
-                     results["avatar_cache_load_s"], s.get("model"), s.get("paste"), s.get("encode"), s["combine"],
-                     s["total"], r["frames_per_s"], r["real_time_factor"], 100 * r["non_model_share"],
-                     with_cache])  # fmt: skip
-    print_table(
-        f"Full render, {device}: speech_9s ({audio_s:.2f} s audio, {n} frames at {FPS:g} fps), default avatar 512x512 "
-        "(seconds per stage)",
-        ["renderer", "precision", "batch", "decode", "mel", "avatar detect", "avatar cache load", "model", "paste",
-         "encode", "combine", "total", "frames/s", "RTF", "non-model %", "total, cached avatar"],
-        rows,
-    )  # fmt: skip
-    sweep = results["model_sweep"]
-    batches = sorted({b for per in sweep["frames_per_s"].values() for b in per} | {BASELINE_BATCH})
-    rows = [[p, *[per.get(b) for b in batches]] for p, per in sweep["frames_per_s"].items()]
-    rows.append([f"official-style loop fp32 (batch {BASELINE_BATCH})",
-                 *[sweep["baseline_official_fp32_b128_frames_per_s"] if b == BASELINE_BATCH else None for b in batches]])  # fmt: skip
-    print_table(f"Model only ({device}): frames/s by batch size (Renderer.predict, uint8 in/out)",
-                ["precision", *[f"batch {b}" for b in batches]], rows)  # fmt: skip
-    ov = results["overlap"]
-    rows = [
-        ["sequential (render all, then encode)", ov["sequential"]["render"], ov["sequential"]["encode"],
-         ov["sequential"]["combine"], ov["sequential"]["total"], ov["frames"] / ov["sequential"]["total"]],
-        ["overlapped (render_segment)", ov["overlapped"]["render"], None, ov["overlapped"]["combine"],
-         ov["overlapped"]["total"], ov["frames"] / ov["overlapped"]["total"]],
-    ]  # fmt: skip
-    print_table(f"Overlap ({device}, {ov['precision']}, batch {ov['batch_size']}, {ov['frames']} frames): "
-                f"speed-up x{ov['speedup']:.2f}",
-                ["variant", "render (+encode)", "encode", "combine", "total", "frames/s"], rows)  # fmt: skip
-    ff = results.get("first_fragment")
-    if ff:
-        print_table(f"Progressive stream, engine side ({device}, {ff['precision']}): mel + AAC + first chunk packaged",
-                    ["first chunk frames", "seconds"], [[ff["frames"], ff["seconds"]]])  # fmt: skip
-
-
-def _print_modes(modes: dict, device: str) -> None:
-    sel = modes["selection"]
-    print_table(f"Modes, generator alone ({device}, {modes['threads']} threads, median of {modes['repeats']})",
-                mode_bench.table_headers(modes), mode_bench.table_rows(modes))  # fmt: skip
-    print(f"\nauto picked {sel['precision']}, batch {sel['batch_size']}, measuring for {sel['seconds']:.1f} s "
-          f"({sel['wall_s']:.1f} s wall); a second start: {sel['second_start']['source']}, "
-          f"{sel['second_start']['wall_s']:.2f} s. {sel['reason']}")  # fmt: skip
-
-
 def run(device: str | None = None, quick: bool = False) -> dict:
     device = resolve_device(device)
     repeats = 1 if quick else 3  #: best of: other work on the machine only ever adds time
@@ -346,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     results["modes"] = mode_bench.measure_modes(torch.device(device))
     results["load_avg_1m_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if not args.modes_only:
-        _print(results, device)
-    _print_modes(results["modes"], device)
+        engine_report.print_engine(results, device, FPS, BASELINE_BATCH)
+    engine_report.print_modes(results["modes"], device)
     path = write_result("engine-modes" if args.modes_only else "engine", device, results, machine)
     print(f"\nmachine: {machine['cpu']} ({machine['cpu_cores_usable']} cores, torch {machine['torch']}, "
           f"{machine['torch_threads']} threads){', ' + machine['gpu'] if machine['gpu'] else ''}; "
