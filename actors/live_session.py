@@ -143,7 +143,7 @@ class LiveSession(SpeechInput):
         encoded = await asyncio.to_thread(self.encoder.encode_fragment, frames, pcm, a)
         for event in self._later:
             await self.broadcast.publish(event)
-        raw = frames if self.broadcast.frames_viewers else None  # raw frames are kept only for the frames output
+        raw = frames if self.broadcast.frames_viewers else None  # kept only for frames viewers and VP8 peers
         await self.broadcast.publish(Fragment(a, encoded.media, raw, pcm, self.fps, self.settings.jpeg_quality,
                                               encoded.video, encoded.audio))  # fmt: skip
         self.frame = b

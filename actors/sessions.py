@@ -21,7 +21,7 @@ from typing import AsyncIterator
 from ray import serve
 
 from wav2lip.avatar import Avatar
-from wav2lip.errors import NotFound, Wav2LipError
+from wav2lip.errors import NotFound, RetryLater
 from wav2lip.hparams import SAMPLE_RATE
 
 from .broadcast import OUTPUTS
@@ -37,14 +37,10 @@ _SWEEP_EVERY_S = 5.0  #: how often idle sessions are looked for
 _WORKERS_TTL_S = 5.0  #: how long the running-worker count (capacity) is trusted
 
 
-class SessionsFull(Wav2LipError):
+class SessionsFull(RetryLater):
     """Every worker's share of live sessions is taken; retry after ``retry_after_s``."""
 
     code = "sessions_full"
-
-    def __init__(self, message: str, retry_after_s: int = 1):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 @serve.deployment(name="SessionHost", max_ongoing_requests=100_000)

@@ -26,7 +26,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.sdp import SessionDescription
 
-from wav2lip.errors import InvalidSettings, Wav2LipError
+from wav2lip.errors import InvalidSettings, RetryLater
 from wav2lip.hparams import SAMPLE_RATE
 from wav2lip.live_audio import frame_sample
 
@@ -49,14 +49,10 @@ class WebRTCSettings:
     retry_after_s: int = 2
 
 
-class PeersFull(Wav2LipError):
+class PeersFull(RetryLater):
     """The replica holds its most peer connections; retry after ``retry_after_s``."""
 
     code = "webrtc_full"
-
-    def __init__(self, message: str, retry_after_s: int = 1):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 class _Clock:
@@ -75,9 +71,7 @@ class _Clock:
 
     async def wait(self, sample: int) -> None:
         now = time.monotonic()
-        if self.anchor is None:
-            self.anchor = now + self.jitter_s - sample / SAMPLE_RATE
-        due = self.anchor + sample / SAMPLE_RATE
+        due = self.anchor + sample / SAMPLE_RATE  # set by ``arrived`` before any sample is queued
         if due > now:
             await asyncio.sleep(due - now)
         elif now - due > self.max_late_s:  # the session fell behind real time: carry on from now

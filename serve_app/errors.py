@@ -6,8 +6,6 @@ here; the most specific class wins, anything unknown is a 500 (our bug).
 
 from __future__ import annotations
 
-from actors.sessions import SessionsFull
-from actors.webrtc import PeersFull
 from wav2lip.errors import (
     AudioDecodeError,
     CheckpointError,
@@ -21,19 +19,16 @@ from wav2lip.errors import (
     NoFaceDetected,
     NotFound,
     RenderError,
+    RetryLater,
     UnsupportedMedia,
     Wav2LipError,
 )
 
 
-class Overloaded(Wav2LipError):
+class Overloaded(RetryLater):
     """The service's queues are full; retry after ``retry_after_s``."""
 
     code = "overloaded"
-
-    def __init__(self, message: str, retry_after_s: int = 1):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 class NotReady(Wav2LipError):
@@ -67,9 +62,7 @@ STATUS: dict[type[Wav2LipError], int] = {
     MediaDecodeError: 422,
     NoFaceDetected: 422,
     EmptyText: 422,
-    Overloaded: 503,
-    SessionsFull: 503,
-    PeersFull: 503,
+    RetryLater: 503,  #: Overloaded, SessionsFull, PeersFull: with Retry-After
     NotReady: 503,
     RenderFailed: 502,
     RenderError: 500,

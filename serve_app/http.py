@@ -34,7 +34,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Wav2LipError)
     async def _engine_error(request: Request, exc: Wav2LipError):
         status = status_for(exc)
-        retry_after = getattr(exc, "retry_after_s", None)  # load shedding (Overloaded, SessionsFull)
+        retry_after = getattr(exc, "retry_after_s", None)  # load shedding (RetryLater: Overloaded, SessionsFull, PeersFull)
         headers = {"Retry-After": str(retry_after)} if retry_after else None
         if status >= 500 and status != 503:  # 503 is load shedding, not a failure
             log.error("request failed: %s", exc)

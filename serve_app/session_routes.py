@@ -8,9 +8,14 @@ from fastapi import Path, WebSocket
 from starlette.responses import JSONResponse, StreamingResponse
 
 from .api import api
-from wav2lip.errors import InvalidSettings
-
-from .session_schemas import SESSION_ID_PATTERN, SessionCreated, SessionRequest, SessionStatus, WebRTCDescription
+from .session_schemas import (
+    SESSION_ID_PATTERN,
+    SessionCreated,
+    SessionRequest,
+    SessionStatus,
+    WebRTCAnswer,
+    WebRTCOffer,
+)
 from .sessions import session_urls
 
 _NO_CACHE = {"Cache-Control": "no-cache"}
@@ -34,11 +39,9 @@ class SessionRoutes:
         ``("end_of_speech",)``, ``("interrupt",)``, ``("close",)``; the error events."""
         return await self.h.sessions.input.remote(session_id, items, sample_rate)
 
-    async def session_webrtc(self, session_id: str, offer: WebRTCDescription) -> WebRTCDescription:
+    async def session_webrtc(self, session_id: str, offer: WebRTCOffer) -> WebRTCAnswer:
         """A WebRTC peer for the session: the SDP answer to a browser's offer."""
-        if offer.type != "offer":
-            raise InvalidSettings(f"type must be 'offer', got {offer.type!r}")
-        return WebRTCDescription(**await self.h.sessions.webrtc.remote(session_id, offer.sdp, offer.type))
+        return WebRTCAnswer(**await self.h.sessions.webrtc.remote(session_id, offer.sdp, offer.type))
 
     # ---- HTTP -----------------------------------------------------------------------------
     @api.post("/v1/sessions", status_code=201, response_model=SessionCreated, summary="Open a live session",
@@ -62,11 +65,11 @@ class SessionRoutes:
         await self.h.sessions.check.remote(session_id)  # unknown: 404 before any byte
         return StreamingResponse(self.sessions.watch(session_id, "mp4"), media_type="video/mp4", headers=_NO_CACHE)
 
-    @api.post("/v1/sessions/{session_id}/webrtc", response_model=WebRTCDescription,
+    @api.post("/v1/sessions/{session_id}/webrtc", response_model=WebRTCAnswer,
               summary="Watch a live session over WebRTC: an SDP offer in, the answer out",
               responses={503: {"description": "the session host holds its most peer connections (Retry-After)"}})  # fmt: skip
-    async def post_session_webrtc(self, offer: WebRTCDescription,
-                                  session_id: str = Path(pattern=SESSION_ID_PATTERN)) -> WebRTCDescription:  # fmt: skip
+    async def post_session_webrtc(self, offer: WebRTCOffer,
+                                  session_id: str = Path(pattern=SESSION_ID_PATTERN)) -> WebRTCAnswer:  # fmt: skip
         return await self.session_webrtc(session_id, offer)
 
     @api.websocket("/v1/sessions/{session_id}/ws")

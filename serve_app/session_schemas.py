@@ -65,13 +65,20 @@ class SessionStatus(BaseModel):
     stats: SessionStats
 
 
-class WebRTCDescription(BaseModel):
-    """An SDP offer (the browser's ``pc.localDescription``) or the service's answer."""
+class WebRTCOffer(BaseModel):
+    """A browser's SDP offer (its ``pc.localDescription``), every ICE candidate in it."""
 
     model_config = ConfigDict(extra="forbid")
 
     sdp: str = Field(min_length=1, max_length=MAX_SDP_CHARS)
-    type: Literal["offer", "answer"]
+    type: Literal["offer"]
+
+
+class WebRTCAnswer(BaseModel):
+    """The service's SDP answer, for ``pc.setRemoteDescription``."""
+
+    sdp: str
+    type: Literal["answer"]
 
 
 class TextMessage(BaseModel):

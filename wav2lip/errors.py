@@ -122,3 +122,14 @@ class EmptyText(InputError):
     """Text for speech synthesis is empty or holds nothing speakable."""
 
     code = "empty_text"
+
+
+class RetryLater(Wav2LipError):
+    """The service takes no more of this now (queues, sessions, peers full): retry after
+    ``retry_after_s`` (the HTTP layer answers 503 with Retry-After)."""
+
+    code = "retry_later"
+
+    def __init__(self, message: str, retry_after_s: int = 1):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

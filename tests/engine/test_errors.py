@@ -15,6 +15,7 @@ from wav2lip.errors import (
     InputError,
     NoFaceDetected,
     RenderError,
+    RetryLater,
     Wav2LipError,
 )
 
@@ -44,6 +45,7 @@ def test_plain_errors_round_trip(cls):
     (NoFaceDetected("no face in frame 17", frame_index=17), "frame_index", 17),
     (CheckpointError("checkpoint /x/wav2lip.pth is truncated", path="/x/wav2lip.pth"), "path", "/x/wav2lip.pth"),
     (EncodeError("ffmpeg failed", stderr_tail="Invalid data found\n"), "stderr_tail", "Invalid data found\n"),
+    (RetryLater("all workers busy", retry_after_s=3), "retry_after_s", 3),
 ])  # fmt: skip
 def test_attributes_survive_pickling(exc, attr, value):
     back = pickle.loads(pickle.dumps(exc))
